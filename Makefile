@@ -1,0 +1,65 @@
+# The README's two commands: `make demo` and `make test`. Everything they need
+# is installed from here (virtualenv, Python packages, MariaDB, RabbitMQ, HBase).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo test lint format typecheck schema-check unit integration \
+        services-up services-down services-status clean
+
+help:
+	@echo "make demo   - the whole pipeline on embedded backends (nothing to install)"
+	@echo "make test   - install, start MariaDB/RabbitMQ/HBase, lint, type-check, run every test"
+	@echo "make services-up|services-down|services-status - the local real services"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/nightfold demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: venv
+	cd "$$(deploy/typecheck-tree)" && $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p nightfold
+
+schema-check: venv
+	$(BIN)/python -m pytest -q tests/integration/test_migrations.py
+
+services-up: venv
+	NIGHTFOLD_PYTHON=$(CURDIR)/$(BIN)/python deploy/local/services up
+
+services-down:
+	deploy/local/services down
+
+services-status:
+	deploy/local/services status
+
+unit: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: services-up
+	set -a && source .nightfold/services.env && set +a && \
+	  $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+# lint and type-check first (cheap), then the services, then every test.
+test: lint typecheck services-up
+	set -a && source .nightfold/services.env && set +a && \
+	  $(BIN)/python -m pytest -ra tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf .nightfold/typecheck .pytest_cache .mypy_cache .ruff_cache nightfold-demo

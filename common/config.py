@@ -1,0 +1,152 @@
+"""Settings: one object filled from defaults, a TOML file, the environment and
+CLI flags, in rising precedence. Invalid values fail with one line naming the
+setting; secrets are masked wherever settings are shown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nightfold.common.db.runs import RunParams
+from nightfold.common.errors import ConfigError
+from nightfold.common.urls import mask_url, scheme_of
+
+ENV_PREFIX = "NIGHTFOLD_"
+
+DEFAULT_DATA_DIR = "nightfold-data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a nightfold process is configured with."""
+
+    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR}/nightfold.db"
+    broker_url: str = "db://"
+    store_url: str = f"local://{DEFAULT_DATA_DIR}/store.sqlite"
+    job: str = "merchant_daily"
+    # run parameters (frozen on the run row when planned)
+    chunk_rows: int = 50_000
+    reduce_buckets: int = 8
+    max_in_flight: int = 64
+    max_attempts: int = 3
+    lease_seconds: float = 60.0
+    salt_buckets: int = 16
+    republish_seconds: float = 30.0
+    scan_batch: int = 1000
+    # processes
+    poll_interval: float = 0.25
+    master_stale_seconds: float = 30.0
+    shutdown_grace_seconds: float = 30.0
+    connect_deadline_seconds: float = 120.0
+    log_level: str = "INFO"
+    log_format: str = "human"
+
+    def __post_init__(self) -> None:
+        for name, schemes in (
+            ("database_url", ("mysql", "mariadb", "sqlite")),
+            ("broker_url", ("amqp", "amqps", "db", "dbpoll")),
+            ("store_url", ("hbase", "local")),
+        ):
+            url = getattr(self, name)
+            if not isinstance(url, str) or "://" not in url:
+                raise ConfigError(f"setting {name}: {mask_url(str(url))!r} is not a URL")
+            if scheme_of(url) not in schemes:
+                raise ConfigError(
+                    f"setting {name}: scheme of {mask_url(url)!r} must be one of "
+                    + ", ".join(schemes)
+                )
+        if self.log_format not in ("human", "json"):
+            raise ConfigError(f"setting log_format: {self.log_format!r} is not human or json")
+        for name in (
+            "poll_interval",
+            "master_stale_seconds",
+            "shutdown_grace_seconds",
+            "connect_deadline_seconds",
+        ):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"setting {name} must be positive")
+        self.run_params()  # validates the run knobs
+
+    def run_params(self) -> RunParams:
+        return RunParams(
+            chunk_rows=self.chunk_rows,
+            reduce_buckets=self.reduce_buckets,
+            max_in_flight=self.max_in_flight,
+            max_attempts=self.max_attempts,
+            lease_seconds=self.lease_seconds,
+            salt_buckets=self.salt_buckets,
+            republish_seconds=self.republish_seconds,
+            scan_batch=self.scan_batch,
+        )
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict with passwords in URLs masked: safe to print."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if key.endswith("_url"):
+                out[key] = mask_url(value)
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        if kind in (int, "int"):
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: {value!r} is not a number") from None
+    return str(value)
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """Merge defaults < TOML file < ``NIGHTFOLD_*`` environment < ``overrides``."""
+    env = os.environ if env is None else env
+    fields = {f.name: f.type for f in dataclasses.fields(Settings)}
+    merged: dict[str, Any] = {}
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        merged.update(_read_toml(Path(path), fields))
+    for name in fields:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value not in (None, ""):
+            merged[name] = value
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            if name not in fields:
+                raise ConfigError(f"unknown setting {name!r}")
+            merged[name] = value
+    typed = {k: _coerce(k, v, fields[k]) for k, v in merged.items()}
+    return Settings(**typed)
+
+
+def _read_toml(path: Path, fields: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    table = data.get("nightfold", data)
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return dict(table)

@@ -1,0 +1,375 @@
+"""Repository functions for chunks: plan, window, publish, claim, heartbeat, complete.
+
+Each transition is one conditional UPDATE; the row count tells whether this
+actor won. Completion, heartbeat, failure and release carry ``owner`` and
+``attempt`` (fencing): a worker whose lease was taken over changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
+
+from nightfold.common.db.clock import db_now, db_now_plus
+from nightfold.common.db.events import add_chunk_events, add_event
+from nightfold.common.db.models import Chunk, Run
+from nightfold.common.db.runs import RunInfo, get_run
+from nightfold.common.errors import ChunkLost
+from nightfold.common.keys import KeyRange
+from nightfold.common.states import ChunkState, RunState, Stage, after_failure
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """One chunk to be recorded by the planner."""
+
+    stage: Stage
+    idx: int
+    key_range: KeyRange
+
+    def __post_init__(self) -> None:
+        if self.idx < 0:
+            raise ValueError(f"chunk index must be >= 0, got {self.idx}")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A chunk this worker holds: what to compute and the fencing token."""
+
+    chunk_id: int
+    run: RunInfo
+    stage: Stage
+    idx: int
+    key_range: KeyRange
+    owner: str
+    attempt: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.run.label} {self.stage.value}[{self.idx}] attempt {self.attempt}"
+
+
+def insert_plan(conn: Connection, run_id: int, specs: Sequence[ChunkSpec]) -> None:
+    """Record the whole plan (one multi-row INSERT per thousand chunks)."""
+    rows = [
+        {
+            "run_id": run_id,
+            "stage": s.stage.value,
+            "idx": s.idx,
+            "start_key": s.key_range.start,
+            "end_key": s.key_range.end,
+            "state": ChunkState.PENDING.value,
+            "attempt": 0,
+            "rows_read": 0,
+            "rows_malformed": 0,
+        }
+        for s in specs
+    ]
+    for i in range(0, len(rows), 1000):
+        conn.execute(insert(Chunk), rows[i : i + 1000])
+
+
+def counts_by_state(conn: Connection, run_id: int, stage: Stage | None = None) -> dict[str, int]:
+    q = select(Chunk.state, func.count()).where(Chunk.run_id == run_id).group_by(Chunk.state)
+    if stage is not None:
+        q = q.where(Chunk.stage == stage.value)
+    return {state: int(n) for state, n in conn.execute(q)}
+
+
+def open_window(
+    conn: Connection, run_id: int, stage: Stage, max_in_flight: int, actor: str
+) -> list[int]:
+    """Move pending chunks to queued while fewer than ``max_in_flight`` are queued or claimed.
+
+    This one mechanism bounds the broker's backlog and caps the fleet's
+    concurrency per run: a worker can only claim a queued chunk.
+    """
+    active = conn.execute(
+        select(func.count()).where(
+            Chunk.run_id == run_id,
+            Chunk.stage == stage.value,
+            Chunk.state.in_([ChunkState.QUEUED.value, ChunkState.CLAIMED.value]),
+        )
+    ).scalar_one()
+    room = max_in_flight - int(active)
+    if room <= 0:
+        return []
+    ids = list(
+        conn.execute(
+            select(Chunk.id)
+            .where(
+                Chunk.run_id == run_id,
+                Chunk.stage == stage.value,
+                Chunk.state == ChunkState.PENDING.value,
+            )
+            .order_by(Chunk.idx)
+            .limit(room)
+        ).scalars()
+    )
+    if not ids:
+        return []
+    conn.execute(
+        update(Chunk)
+        .where(Chunk.id.in_(ids), Chunk.state == ChunkState.PENDING.value)
+        .values(state=ChunkState.QUEUED.value, published_at=None)
+    )
+    add_chunk_events(conn, run_id, "queued", ids, actor=actor)
+    return ids
+
+
+def due_for_publish(
+    conn: Connection, run_id: int, republish_seconds: float, limit: int = 10_000
+) -> list[tuple[int, str, int]]:
+    """Queued chunks whose hint was never published, or not claimed long after it was."""
+    rows = conn.execute(
+        select(Chunk.id, Chunk.stage, Chunk.idx)
+        .where(
+            Chunk.run_id == run_id,
+            Chunk.state == ChunkState.QUEUED.value,
+            or_(
+                Chunk.published_at.is_(None),
+                Chunk.published_at < db_now_plus(-republish_seconds),
+            ),
+        )
+        .order_by(Chunk.idx)
+        .limit(limit)
+    )
+    return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+
+def mark_published(conn: Connection, chunk_ids: Sequence[int]) -> None:
+    for i in range(0, len(chunk_ids), 1000):
+        conn.execute(
+            update(Chunk)
+            .where(Chunk.id.in_(chunk_ids[i : i + 1000]), Chunk.state == ChunkState.QUEUED.value)
+            .values(published_at=db_now())
+        )
+
+
+def reclaim_expired(conn: Connection, run_id: int, max_attempts: int, actor: str) -> list[int]:
+    """Take back claims whose lease ran out: pending again, or dead when out of attempts."""
+    expired = list(
+        conn.execute(
+            select(Chunk.id, Chunk.attempt).where(
+                Chunk.run_id == run_id,
+                Chunk.state == ChunkState.CLAIMED.value,
+                Chunk.lease_expires_at < db_now(),
+            )
+        )
+    )
+    taken: list[int] = []
+    for chunk_id, attempt in expired:
+        dst = after_failure(int(attempt), max_attempts)
+        result = conn.execute(
+            update(Chunk)
+            .where(
+                Chunk.id == chunk_id,
+                Chunk.state == ChunkState.CLAIMED.value,
+                Chunk.attempt == attempt,
+                Chunk.lease_expires_at < db_now(),
+            )
+            .values(
+                state=dst.value,
+                owner=None,
+                lease_expires_at=None,
+                error=f"lease expired (attempt {attempt})",
+            )
+        )
+        if result.rowcount == 1:
+            add_event(
+                conn,
+                run_id,
+                "lease_expired" if dst is ChunkState.PENDING else "dead",
+                chunk_id=chunk_id,
+                actor=actor,
+                attempt=int(attempt),
+            )
+            taken.append(int(chunk_id))
+    return taken
+
+
+def first_dead(conn: Connection, run_id: int) -> tuple[str, int, str | None] | None:
+    row = conn.execute(
+        select(Chunk.stage, Chunk.idx, Chunk.error)
+        .where(Chunk.run_id == run_id, Chunk.state == ChunkState.DEAD.value)
+        .order_by(Chunk.id)
+        .limit(1)
+    ).one_or_none()
+    return (str(row[0]), int(row[1]), row[2]) if row else None
+
+
+def claimable(
+    conn: Connection, limit: int, exclude: Sequence[int] = ()
+) -> list[tuple[int, int, str, int]]:
+    """Queued chunks of live runs, oldest first, as (chunk, run, stage, idx):
+    the embedded transport's poll."""
+    q = (
+        select(Chunk.id, Chunk.run_id, Chunk.stage, Chunk.idx)
+        .join(Run, Run.id == Chunk.run_id)
+        .where(
+            Chunk.state == ChunkState.QUEUED.value,
+            Run.cancel_requested.is_(False),
+            Run.state.in_([RunState.MAPPING.value, RunState.REDUCING.value]),
+        )
+        .order_by(Chunk.run_id, Chunk.idx)
+        .limit(limit)
+    )
+    if exclude:
+        q = q.where(Chunk.id.notin_(list(exclude)))
+    return [(int(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in conn.execute(q)]
+
+
+def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
+    """Claim a queued chunk of a live run for ``me``; None when someone else won
+    or the hint is stale (chunk not queued, run finished or cancelled)."""
+    row = conn.execute(
+        select(Chunk.run_id, Chunk.stage, Chunk.idx, Chunk.start_key, Chunk.end_key).where(
+            Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    run = get_run(conn, int(row[0]))
+    if run is None:
+        return None
+    live_run = exists().where(
+        Run.id == Chunk.run_id,
+        Run.cancel_requested.is_(False),
+        Run.state.in_([RunState.MAPPING.value, RunState.REDUCING.value]),
+    )
+    result = conn.execute(
+        update(Chunk)
+        .where(Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value, live_run)
+        .values(
+            state=ChunkState.CLAIMED.value,
+            owner=me,
+            attempt=Chunk.attempt + 1,
+            lease_expires_at=db_now_plus(run.params.lease_seconds),
+            claimed_at=db_now(),
+            rows_read=0,
+            rows_malformed=0,
+            last_key=None,
+        )
+    )
+    if result.rowcount != 1:
+        return None
+    attempt = int(conn.execute(select(Chunk.attempt).where(Chunk.id == chunk_id)).scalar_one())
+    add_event(conn, run.id, "claimed", chunk_id=chunk_id, actor=me, attempt=attempt)
+    return Claim(
+        chunk_id=chunk_id,
+        run=run,
+        stage=Stage(row[1]),
+        idx=int(row[2]),
+        key_range=KeyRange(bytes(row[3]), bytes(row[4])),
+        owner=me,
+        attempt=attempt,
+    )
+
+
+def _fenced(c: Claim) -> list[object]:
+    return [
+        Chunk.id == c.chunk_id,
+        Chunk.owner == c.owner,
+        Chunk.attempt == c.attempt,
+        Chunk.state == ChunkState.CLAIMED.value,
+    ]
+
+
+def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> bool:
+    """Extend the lease and record progress; returns whether the run was cancelled.
+
+    Raises ChunkLost when the claim is no longer ours.
+    """
+    result = conn.execute(
+        update(Chunk)
+        .where(and_(*_fenced(c)))  # type: ignore[arg-type]
+        .values(
+            lease_expires_at=db_now_plus(c.run.params.lease_seconds),
+            rows_read=rows_read,
+            last_key=last_key[:512] if last_key else None,
+        )
+    )
+    if result.rowcount != 1:
+        raise ChunkLost(f"{c.label}: claim lost (lease expired and taken over, or run reset)")
+    cancelled = conn.execute(select(Run.cancel_requested).where(Run.id == c.run.id)).scalar_one()
+    return bool(cancelled)
+
+
+def complete(conn: Connection, c: Claim, rows_read: int, rows_malformed: int) -> None:
+    """Mark the chunk done, fenced by owner and attempt; raises ChunkLost otherwise."""
+    result = conn.execute(
+        update(Chunk)
+        .where(and_(*_fenced(c)))  # type: ignore[arg-type]
+        .values(
+            state=ChunkState.DONE.value,
+            done_at=db_now(),
+            lease_expires_at=None,
+            rows_read=rows_read,
+            rows_malformed=rows_malformed,
+            error=None,
+        )
+    )
+    if result.rowcount != 1:
+        raise ChunkLost(f"{c.label}: cannot complete, claim lost")
+    add_event(
+        conn,
+        c.run.id,
+        "done",
+        chunk_id=c.chunk_id,
+        actor=c.owner,
+        attempt=c.attempt,
+        detail=f"rows={rows_read} malformed={rows_malformed}",
+    )
+
+
+def fail(conn: Connection, c: Claim, error: str) -> ChunkState | None:
+    """Record a failed attempt: pending again, or dead when out of attempts.
+
+    Returns the new state, or None when the claim was already lost.
+    """
+    dst = after_failure(c.attempt, c.run.params.max_attempts)
+    result = conn.execute(
+        update(Chunk)
+        .where(and_(*_fenced(c)))  # type: ignore[arg-type]
+        .values(state=dst.value, owner=None, lease_expires_at=None, error=error[:4000])
+    )
+    if result.rowcount != 1:
+        return None
+    add_event(
+        conn,
+        c.run.id,
+        "failed" if dst is ChunkState.PENDING else "dead",
+        chunk_id=c.chunk_id,
+        actor=c.owner,
+        attempt=c.attempt,
+        detail=error[:4000],
+    )
+    return dst
+
+
+def release(conn: Connection, c: Claim, reason: str) -> bool:
+    """Give a chunk back unfinished (shutdown, cancel): not counted as an attempt."""
+    result = conn.execute(
+        update(Chunk)
+        .where(and_(*_fenced(c)))  # type: ignore[arg-type]
+        .values(
+            state=ChunkState.PENDING.value,
+            owner=None,
+            lease_expires_at=None,
+            attempt=Chunk.attempt - 1,
+        )
+    )
+    if result.rowcount != 1:
+        return False
+    add_event(
+        conn,
+        c.run.id,
+        "released",
+        chunk_id=c.chunk_id,
+        actor=c.owner,
+        attempt=c.attempt,
+        detail=reason,
+    )
+    return True

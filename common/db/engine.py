@@ -1,0 +1,105 @@
+"""Engines and sessions, with SQLite tuned for several processes and errors mapped.
+
+MariaDB in production; SQLite (WAL, busy timeout) for the embedded backend,
+where SQLite serializes writers and the same conditional UPDATEs stay correct.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from nightfold.common.errors import ConfigError, ServiceUnavailable
+from nightfold.common.urls import mask_url
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """Build an engine for a ``mysql+pymysql://`` or ``sqlite:///`` URL."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"invalid database URL {mask_url(url)!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = create_engine(
+            parsed,
+            connect_args={"timeout": 60, "check_same_thread": False},
+            pool_pre_ping=False,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # Let BEGIN take the write lock at once (BEGIN IMMEDIATE): a conditional
+        # UPDATE then never fails halfway on a lock upgrade under contention.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    if backend in ("mysql", "mariadb"):
+        if parsed.get_driver_name() not in ("pymysql", ""):
+            raise ConfigError(f"database URL {mask_url(url)!r}: use the mysql+pymysql driver")
+        return create_engine(
+            parsed.set(drivername="mysql+pymysql"),
+            pool_pre_ping=True,
+            pool_recycle=3600,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            isolation_level="READ COMMITTED",
+            connect_args={"connect_timeout": 10, "charset": "utf8mb4"},
+        )
+    raise ConfigError(
+        f"database URL {mask_url(url)!r}: unsupported backend {backend!r} "
+        "(use mysql+pymysql:// or sqlite:///)"
+    )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling would defeat BEGIN IMMEDIATE.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextlib.contextmanager
+def db_errors(url: str) -> Iterator[None]:
+    """Map SQLAlchemy/PyMySQL connection errors to :class:`ServiceUnavailable`."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if exc.connection_invalidated or _is_connect_error(exc):
+            raise ServiceUnavailable("database", f"{mask_url(url)}: {_short(exc)}") from exc
+        raise
+    except SQLAlchemyError as exc:
+        if "Can't connect" in str(exc) or "unable to open database" in str(exc):
+            raise ServiceUnavailable("database", f"{mask_url(url)}: {_short(exc)}") from exc
+        raise
+
+
+_CONNECT_CODES = {1045, 1044, 1049, 2003, 2005, 2006, 2013, 2055}
+
+
+def _is_connect_error(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _CONNECT_CODES:
+        return True
+    text = str(orig)
+    return "unable to open database" in text or "Can't connect" in text
+
+
+def _short(exc: DBAPIError) -> str:
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}"
+    return str(orig).splitlines()[0] if str(orig) else type(orig).__name__

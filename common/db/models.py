@@ -1,0 +1,125 @@
+"""The MySQL schema as SQLAlchemy 2 models: the truth of every run.
+
+Changed only through Alembic migrations (``migrations/``); ``nightfold db
+check`` and the test suite assert the two agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Microsecond timestamps on MariaDB (DATETIME(6)); SQLite stores ISO strings.
+Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+Key = LargeBinary(512).with_variant(mysql.VARBINARY(512), "mysql", "mariadb")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Run(Base):
+    """One (job, day, generation): its state, owner (the master) and counters."""
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("job", "day", "generation"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(String(64))
+    day: Mapped[dt.date] = mapped_column(Date)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    owner: Mapped[str | None] = mapped_column(String(128))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    params: Mapped[str] = mapped_column(Text)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    rows_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_malformed: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class Chunk(Base):
+    """One work item of one stage of a run, with its lease and progress."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (
+        UniqueConstraint("run_id", "stage", "idx"),
+        Index("ix_chunks_run_id_stage_state", "run_id", "stage", "state"),
+        Index("ix_chunks_state_lease_expires_at", "state", "lease_expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    stage: Mapped[str] = mapped_column(String(8))
+    idx: Mapped[int] = mapped_column(Integer)
+    start_key: Mapped[bytes] = mapped_column(Key)
+    end_key: Mapped[bytes] = mapped_column(Key)
+    state: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(String(128))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    published_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    rows_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    rows_malformed: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_key: Mapped[bytes | None] = mapped_column(Key)
+    error: Mapped[str | None] = mapped_column(Text)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    done_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class Worker(Base):
+    """A worker process, seen through its heartbeat."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(Timestamp, index=True)
+    current_chunk_id: Mapped[int | None] = mapped_column(BigId)
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+
+
+class RunEvent(Base):
+    """Append-only log of every transition, for status and audit."""
+
+    __tablename__ = "run_events"
+    __table_args__ = (Index("ix_run_events_run_id_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(BigId)
+    chunk_id: Mapped[int | None] = mapped_column(BigId)
+    at: Mapped[dt.datetime] = mapped_column(Timestamp)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(128))
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(Text)

@@ -1,0 +1,246 @@
+"""Repository functions for runs: creation, ownership, stage moves, cancel.
+
+Every state change is one conditional UPDATE that succeeds for exactly one
+actor, committed together with its run_events row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from nightfold.common.db.clock import db_now, db_now_plus
+from nightfold.common.db.events import add_event
+from nightfold.common.db.models import Chunk, Run
+from nightfold.common.errors import ConfigError, RunConflict
+from nightfold.common.states import TERMINAL_RUN_STATES, ChunkState, RunState
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """The knobs a run was planned with, frozen on the run row so that a
+    restarted master or any worker sees exactly the same ones."""
+
+    chunk_rows: int = 50_000
+    reduce_buckets: int = 8
+    max_in_flight: int = 64
+    max_attempts: int = 3
+    lease_seconds: float = 60.0
+    salt_buckets: int = 16
+    republish_seconds: float = 30.0
+    scan_batch: int = 1000
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not value > 0:
+                raise ConfigError(f"{f.name} must be positive, got {value!r}")
+        if self.salt_buckets > 100:
+            raise ConfigError(f"salt_buckets must be at most 100, got {self.salt_buckets}")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunParams:
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A read-only snapshot of a run row."""
+
+    id: int
+    job: str
+    day: dt.date
+    generation: int
+    state: RunState
+    owner: str | None
+    cancel_requested: bool
+    params: RunParams
+    error: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.job}/{self.day.isoformat()}#{self.generation}"
+
+
+def _info(row: Any) -> RunInfo:
+    return RunInfo(
+        id=row.id,
+        job=row.job,
+        day=row.day,
+        generation=row.generation,
+        state=RunState(row.state),
+        owner=row.owner,
+        cancel_requested=bool(row.cancel_requested),
+        params=RunParams.from_json(row.params),
+        error=row.error,
+    )
+
+
+def get_run(conn: Connection, run_id: int) -> RunInfo | None:
+    row = conn.execute(select(Run.__table__).where(Run.id == run_id)).one_or_none()
+    return _info(row) if row else None
+
+
+def latest_run(conn: Connection, job: str, day: dt.date) -> RunInfo | None:
+    row = conn.execute(
+        select(Run.__table__)
+        .where(Run.job == job, Run.day == day)
+        .order_by(Run.generation.desc())
+        .limit(1)
+    ).one_or_none()
+    return _info(row) if row else None
+
+
+def list_runs(conn: Connection, *, day: dt.date | None = None, limit: int = 20) -> list[RunInfo]:
+    q = select(Run.__table__).order_by(Run.id.desc()).limit(limit)
+    if day is not None:
+        q = q.where(Run.day == day)
+    return [_info(r) for r in conn.execute(q)]
+
+
+def create_run(
+    conn: Connection, job: str, day: dt.date, generation: int, params: RunParams, actor: str
+) -> RunInfo | None:
+    """Insert generation ``generation`` of (job, day); None if it exists already."""
+    try:
+        with conn.begin_nested():
+            result = conn.execute(
+                insert(Run).values(
+                    job=job,
+                    day=day,
+                    generation=generation,
+                    state=RunState.PLANNING,
+                    params=params.to_json(),
+                    cancel_requested=False,
+                    chunks_total=0,
+                    rows_read=0,
+                    rows_malformed=0,
+                    created_at=db_now(),
+                )
+            )
+    except IntegrityError:
+        return None
+    run_id = int(result.inserted_primary_key[0])
+    add_event(conn, run_id, "run_created", actor=actor, detail=params.to_json())
+    return get_run(conn, run_id)
+
+
+def acquire(conn: Connection, run_id: int, me: str, stale_seconds: float, *, force: bool) -> None:
+    """Make ``me`` the run's master, unless another master is alive.
+
+    ``force`` takes over regardless (the caller proved the owner dead).
+    Raises RunConflict naming the live owner.
+    """
+    cond = (
+        (Run.owner.is_(None)) | (Run.owner == me) | (Run.heartbeat_at < db_now_plus(-stale_seconds))
+    )
+    stmt = update(Run).where(Run.id == run_id)
+    if not force:
+        stmt = stmt.where(cond)
+    result = conn.execute(stmt.values(owner=me, heartbeat_at=db_now()))
+    if result.rowcount != 1:
+        row = conn.execute(
+            select(Run.owner, Run.heartbeat_at, db_now()).where(Run.id == run_id)
+        ).one()
+        age = _age_seconds(row[1], row[2])
+        raise RunConflict(
+            f"run {run_id} is owned by master {row[0]} (heartbeat {age:.0f}s ago); refusing "
+            f"until its heartbeat is {stale_seconds:.0f}s stale"
+        )
+    add_event(conn, run_id, "master_acquired", actor=me)
+
+
+def _age_seconds(then: dt.datetime | str | None, now: dt.datetime | str | None) -> float:
+    if then is None or now is None:
+        return float("inf")
+    if isinstance(then, str):
+        then = dt.datetime.fromisoformat(then)
+    if isinstance(now, str):
+        now = dt.datetime.fromisoformat(now)
+    return (now - then).total_seconds()
+
+
+def owner_of(conn: Connection, run_id: int) -> str | None:
+    return conn.execute(select(Run.owner).where(Run.id == run_id)).scalar_one_or_none()
+
+
+def heartbeat(conn: Connection, run_id: int, me: str) -> None:
+    """Extend our ownership; raises RunConflict when another master took over."""
+    result = conn.execute(
+        update(Run).where(Run.id == run_id, Run.owner == me).values(heartbeat_at=db_now())
+    )
+    if result.rowcount != 1:
+        raise RunConflict(f"run {run_id}: another master took over; this one stops")
+
+
+def release(conn: Connection, run_id: int, me: str) -> None:
+    conn.execute(update(Run).where(Run.id == run_id, Run.owner == me).values(owner=None))
+
+
+def move(
+    conn: Connection,
+    run_id: int,
+    src: RunState | tuple[RunState, ...],
+    dst: RunState,
+    *,
+    actor: str,
+    error: str | None = None,
+    **values: object,
+) -> bool:
+    """Conditionally move a run from ``src`` to ``dst``; False if it was not in ``src``."""
+    srcs = (src,) if isinstance(src, RunState) else src
+    extra: dict[str, object] = dict(values)
+    if dst in TERMINAL_RUN_STATES:
+        extra["finished_at"] = db_now()
+    if error is not None:
+        extra["error"] = error
+    result = conn.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.state.in_([s.value for s in srcs]))
+        .values(state=dst, **extra)
+    )
+    if result.rowcount != 1:
+        return False
+    add_event(conn, run_id, f"run_{dst.value}", actor=actor, detail=error)
+    return True
+
+
+def request_cancel(conn: Connection, run_id: int, actor: str) -> bool:
+    result = conn.execute(
+        update(Run)
+        .where(
+            Run.id == run_id,
+            Run.state.notin_([s.value for s in TERMINAL_RUN_STATES]),
+            Run.cancel_requested.is_(False),
+        )
+        .values(cancel_requested=True)
+    )
+    if result.rowcount == 1:
+        add_event(conn, run_id, "cancel_requested", actor=actor)
+        return True
+    return False
+
+
+def roll_up_counters(conn: Connection, run_id: int) -> tuple[int, int]:
+    """Copy the map stage's row counters onto the run row (once, at the end)."""
+    rows, malformed = conn.execute(
+        select(
+            func.coalesce(func.sum(Chunk.rows_read), 0),
+            func.coalesce(func.sum(Chunk.rows_malformed), 0),
+        ).where(Chunk.run_id == run_id, Chunk.stage == "map", Chunk.state == ChunkState.DONE)
+    ).one()
+    conn.execute(
+        update(Run).where(Run.id == run_id).values(rows_read=rows, rows_malformed=malformed)
+    )
+    return int(rows), int(malformed)

@@ -1,0 +1,96 @@
+"""nightfold's one error tree.
+
+Every error the product raises on purpose derives from :class:`NightfoldError`;
+the CLI turns any of them into a single line and the exit code named on the
+class. Errors of the libraries below us (SQLAlchemy/PyMySQL, pika, happybase /
+thriftpy2) are mapped to the most specific class here at the seam that calls
+them (``raise ... from exc``), so code above the seams never sees them.
+
+    NightfoldError                  exit 1
+    ├── ConfigError                 exit 2   bad flag, setting, URL or file
+    │   └── UnknownJob              exit 2
+    ├── ServiceUnavailable          exit 3   a service is down or refuses us
+    ├── SchemaOutOfDate             exit 4   run `nightfold db upgrade`
+    ├── RunConflict                 exit 5   another master owns the run
+    ├── RunFailed                   exit 6   the run ended failed or cancelled
+    ├── ChunkLost                   exit 1   fencing: our claim was taken over
+    ├── Cancelled                   exit 6   the run was cancelled meanwhile
+    ├── MalformedMessage            exit 1   a hint that cannot be parsed
+    └── VerifyMismatch              exit 7   stored summaries differ from the oracle
+"""
+
+from __future__ import annotations
+
+RET_OK = 0
+RET_ERROR = 1
+RET_CONFIG = 2
+RET_CONNECT = 3
+RET_SCHEMA = 4
+RET_CONFLICT = 5
+RET_RUN_FAILED = 6
+RET_MISMATCH = 7
+
+
+class NightfoldError(Exception):
+    """Root of every error nightfold raises on purpose."""
+
+    exit_code: int = RET_ERROR
+
+
+class ConfigError(NightfoldError):
+    """A flag, setting, URL or config file is invalid."""
+
+    exit_code = RET_CONFIG
+
+
+class UnknownJob(ConfigError):
+    """No job is registered under that name."""
+
+
+class ServiceUnavailable(NightfoldError):
+    """A backing service (database, broker, store) cannot be reached or refused us."""
+
+    exit_code = RET_CONNECT
+
+    def __init__(self, service: str, detail: str) -> None:
+        self.service = service
+        self.detail = detail
+        super().__init__(f"{service} unavailable: {detail}")
+
+
+class SchemaOutOfDate(NightfoldError):
+    """The database is not at the schema revision this code expects."""
+
+    exit_code = RET_SCHEMA
+
+
+class RunConflict(NightfoldError):
+    """Another live master owns the run."""
+
+    exit_code = RET_CONFLICT
+
+
+class RunFailed(NightfoldError):
+    """The run ended in a state other than succeeded."""
+
+    exit_code = RET_RUN_FAILED
+
+
+class Cancelled(NightfoldError):
+    """The run was cancelled while we worked on it."""
+
+    exit_code = RET_RUN_FAILED
+
+
+class ChunkLost(NightfoldError):
+    """Our claim on a chunk is gone (lease expired and taken over, or run reset)."""
+
+
+class MalformedMessage(NightfoldError):
+    """A transport message that is not a valid nightfold hint."""
+
+
+class VerifyMismatch(NightfoldError):
+    """The stored summaries differ from the ones computed straight from the raw rows."""
+
+    exit_code = RET_MISMATCH

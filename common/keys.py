@@ -1,0 +1,98 @@
+"""Row keys and key ranges: the vocabulary every seam speaks.
+
+Raw rows are keyed ``SS|YYYYMMDD|merchant|order`` where ``SS`` is a two-digit
+salt bucket, so one day is ``salt_buckets`` contiguous ranges, one per salt.
+Ranges are half-open ``[start, end)`` over raw bytes, the way HBase scans are.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from nightfold.common.errors import ConfigError
+
+SEP = b"|"
+
+PARTIALS_TABLE = "nightfold_partials"
+"""Where map chunks leave their partials for the reduce stage (the shuffle)."""
+PARTIAL_FAMILY = "p"
+
+
+@dataclass(frozen=True, order=True)
+class KeyRange:
+    """A half-open byte range ``[start, end)``; an empty ``end`` means unbounded.
+
+    Invalid ranges cannot be built: ``start < end`` unless ``end`` is unbounded.
+    """
+
+    start: bytes
+    end: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.start, bytes) or not isinstance(self.end, bytes):
+            raise TypeError("KeyRange bounds must be bytes")
+        if self.end and self.start >= self.end:
+            raise ValueError(f"empty or inverted key range {self.start!r}..{self.end!r}")
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, bytes):
+            return False
+        return key >= self.start and (not self.end or key < self.end)
+
+    def __repr__(self) -> str:
+        return f"KeyRange({self.start!r}, {self.end!r})"
+
+
+def prefix_range(prefix: bytes) -> KeyRange:
+    """The range of every key that starts with ``prefix``."""
+    if not prefix:
+        return KeyRange(b"", b"")
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return KeyRange(prefix, b"")
+    end = stripped[:-1] + bytes([stripped[-1] + 1])
+    return KeyRange(prefix, end)
+
+
+def day_token(day: dt.date) -> bytes:
+    return day.strftime("%Y%m%d").encode()
+
+
+def salt_token(salt: int) -> bytes:
+    if not 0 <= salt < 100:
+        raise ConfigError(f"salt bucket {salt} out of range 0..99")
+    return b"%02d" % salt
+
+
+def day_ranges(day: dt.date, salt_buckets: int) -> list[KeyRange]:
+    """The raw-table ranges that hold one day, one per salt bucket, in key order."""
+    if not 1 <= salt_buckets <= 100:
+        raise ConfigError(f"salt buckets must be 1..100, got {salt_buckets}")
+    token = day_token(day)
+    return [prefix_range(salt_token(s) + SEP + token + SEP) for s in range(salt_buckets)]
+
+
+def raw_key(salt: int, day: dt.date, merchant: str, order_id: str) -> bytes:
+    return SEP.join((salt_token(salt), day_token(day), merchant.encode(), order_id.encode()))
+
+
+def partial_prefix(job: str, day: dt.date, generation: int, bucket: int | None = None) -> bytes:
+    """Key prefix of a run's map partials, or of one reduce bucket of them."""
+    base = SEP.join((job.encode(), day_token(day), b"%04d" % generation)) + SEP
+    if bucket is None:
+        return base
+    return base + b"%04d" % bucket + SEP
+
+
+def partial_key(job: str, day: dt.date, generation: int, bucket: int, chunk_index: int) -> bytes:
+    """Where map chunk ``chunk_index`` writes its share of reduce bucket ``bucket``.
+
+    Derived only from the run and the chunk, so a retried or raced chunk
+    overwrites the same cells with the same bytes.
+    """
+    return partial_prefix(job, day, generation, bucket) + b"%06d" % chunk_index
+
+
+def summary_key(day: dt.date, group: str) -> bytes:
+    return day_token(day) + SEP + group.encode()

@@ -1,0 +1,60 @@
+"""The store seam: what nightfold needs from a sorted key-value table store.
+
+Kept as small as httpx's transport: scan a key range in key order, put rows,
+report region boundaries, and a little housekeeping. Two backends implement it:
+``hbase.py`` (happybase over the HBase Thrift1 gateway, production) and
+``local.py`` (a SQLite file with the same sorted-key scan semantics, embedded).
+Backends map their library's errors to :class:`ServiceUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Protocol
+
+from nightfold.common.keys import KeyRange
+
+Columns = Mapping[bytes, bytes]
+"""One row's cells, ``b"family:qualifier" -> value``."""
+
+Row = tuple[bytes, Columns]
+
+
+class Store(Protocol):
+    """A sorted table store (HBase or the embedded local store)."""
+
+    def ensure_table(self, table: str, families: Sequence[str]) -> None:
+        """Create ``table`` with column ``families`` unless it exists (idempotent)."""
+
+    def scan(
+        self,
+        table: str,
+        key_range: KeyRange,
+        *,
+        columns: Sequence[bytes] | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> Iterator[Row]:
+        """Yield rows of ``key_range`` in ascending key order, fetched ``batch_size`` at a time.
+
+        ``keys_only`` yields empty column maps (cheap sampling for the planner).
+        """
+        ...
+
+    def put_many(self, table: str, rows: Iterable[Row], *, batch_size: int = 1000) -> int:
+        """Write rows (idempotent for identical input); returns how many were written."""
+        ...
+
+    def region_starts(self, table: str) -> list[bytes]:
+        """Start keys of the table's regions after the first, sorted (cut points)."""
+        ...
+
+    def delete_range(self, table: str, key_range: KeyRange) -> int:
+        """Delete every row in ``key_range``; returns how many were deleted."""
+        ...
+
+    def drop_table(self, table: str) -> None:
+        """Drop ``table`` if it exists."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,359 @@
+"""The production store: HBase through happybase and the Thrift1 gateway.
+
+One :class:`HBaseStore` owns one ``happybase.Connection`` (one TCP socket to the
+Thrift server). Like the socket, a store is **not thread-safe**: give every
+thread and every process its own store (``open_store`` is cheap).
+
+Errors are mapped here, at the seam, so code above never sees thriftpy2 or
+happybase types:
+
+- transport failures (refused, reset, timed out, EOF because the gateway closed an
+  idle socket, a desynchronised Thrift stream) are retried once on a fresh
+  connection -- every store operation is idempotent -- and then raised as
+  :class:`ServiceUnavailable` ``("hbase", "host:port: reason")``;
+- errors HBase reports (``IOError`` such as TableNotFoundException,
+  ``IllegalArgument``, ``TApplicationException``) are not retried and are raised
+  as :class:`ServiceUnavailable` with the first line of HBase's message.
+
+A scan interrupted by a transport error resumes right after the last row it
+yielded, so a caller never sees a row twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import logging
+import re
+import time
+from collections.abc import Callable, Generator, Iterable, Sequence
+from typing import Any, TypeVar
+
+import happybase
+from thriftpy2.protocol.exc import TProtocolException
+from thriftpy2.thrift import TException
+from thriftpy2.transport import TTransportException
+
+from nightfold.common.errors import ServiceUnavailable
+from nightfold.common.keys import KeyRange
+from nightfold.common.store.base import Columns, Row
+
+log = logging.getLogger(__name__)
+
+# happybase compiles Hbase.thrift when imported, into the top-level module
+# "Hbase_thrift"; its exception classes live there (looked up, so the import order
+# is explicit and no stub is needed).
+_hbase_thrift = importlib.import_module("Hbase_thrift")
+AlreadyExists: type[Exception] = _hbase_thrift.AlreadyExists
+IllegalArgument: type[Exception] = _hbase_thrift.IllegalArgument
+HBaseIOError: type[Exception] = _hbase_thrift.IOError
+
+T = TypeVar("T")
+
+_JAVA_PACKAGE = re.compile(r"\b(?:[a-z][a-z0-9_]*\.)+(?=[A-Z]\w*(?:Exception|Error)\b)")
+KEYS_ONLY_FILTER = "KeyOnlyFilter() AND FirstKeyOnlyFilter()"
+RECONNECT_PAUSE_S = 0.2
+DELETE_BATCH = 1000
+
+# Failures of the pipe, not of the request: a fresh connection may well succeed.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    TTransportException,
+    TProtocolException,
+    OSError,  # includes ConnectionError, socket.timeout (TimeoutError), BrokenPipeError
+    EOFError,
+)
+# What a paused scan sees when its connection was closed under it: thriftpy2's
+# TSocket asserts that its socket is still there.
+_SCAN_BREAKS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, AssertionError)
+# Answers from HBase itself: retrying the same request gives the same answer.
+HBASE_ERRORS: tuple[type[BaseException], ...] = (HBaseIOError, IllegalArgument, TException)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, one-line reason for an error message (HBase's carry Java stack traces)."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, TTransportException) and isinstance(cause, ConnectionRefusedError):
+        return "connection refused (is the HBase Thrift server running?)"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the HBase Thrift server running?)"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    message = getattr(exc, "message", None) or str(exc)
+    if isinstance(message, bytes):  # happybase asks thriftpy2 not to decode strings
+        message = message.decode("utf-8", errors="replace")
+    lines = str(message).strip().splitlines()
+    first = lines[0].strip() if lines else type(exc).__name__
+    first = _JAVA_PACKAGE.sub("", first)  # org.apache.hadoop.hbase.XyzException -> XyzException
+    if isinstance(exc, TTransportException) and first == "TSocket read 0 bytes":
+        first = "connection closed by the server"
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+_SCANNER_LOST = ("scanner id is invalid", "unknownscanner", "scannertimeout", "scannerreset")
+
+
+def _scanner_lost(exc: BaseException) -> bool:
+    """HBase's way of saying our scanner is gone (expired lease, gateway forgot the id)."""
+    first = _reason(exc).lower()
+    return any(sign in first for sign in _SCANNER_LOST)
+
+
+class HBaseStore:
+    """A :class:`~nightfold.common.store.base.Store` over one happybase connection.
+
+    ``table_prefix`` is happybase's: every table name becomes ``prefix_name``, so
+    tests and tenants get their own tables on one HBase. Not thread-safe.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 9090,
+        *,
+        table_prefix: str | None = None,
+        timeout_ms: int = 30_000,
+        transport: str = "buffered",
+        protocol: str = "binary",
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._addr = (host, port)
+        self._options: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "timeout": timeout_ms,
+            "table_prefix": table_prefix,
+            "transport": transport,
+            "protocol": protocol,
+            "autoconnect": False,
+        }
+        self._conn: happybase.Connection | None = None
+        self._connect()
+
+    def __repr__(self) -> str:
+        prefix = self._options["table_prefix"]
+        return f"HBaseStore({self.host}:{self.port}, table_prefix={prefix!r})"
+
+    # -- connection and error mapping -------------------------------------------------
+
+    def _unavailable(self, exc: BaseException) -> ServiceUnavailable:
+        return ServiceUnavailable("hbase", f"{self.host}:{self.port}: {_reason(exc)}")
+
+    def _connect(self) -> happybase.Connection:
+        """Open a connection and prove the gateway answers (a wrong transport hangs here)."""
+        conn = happybase.Connection(**self._options)
+        try:
+            conn.open()
+            conn.client.getTableNames()
+        except (*TRANSPORT_ERRORS, *HBASE_ERRORS) as exc:
+            self._discard(conn)
+            raise self._unavailable(exc) from exc
+        self._conn = conn
+        return conn
+
+    @staticmethod
+    def _discard(conn: happybase.Connection | None) -> None:
+        if conn is None:
+            return
+        try:
+            conn.close()
+        except (*TRANSPORT_ERRORS, *HBASE_ERRORS):  # already broken: nothing to save
+            pass
+
+    def _reconnect(self, exc: BaseException) -> happybase.Connection:
+        log.warning("hbase %s:%s: %s; reconnecting once", self.host, self.port, _reason(exc))
+        self._drop_connection()
+        time.sleep(RECONNECT_PAUSE_S)
+        return self._connect()
+
+    @property
+    def connection(self) -> happybase.Connection:
+        """The live connection, reopened if an earlier failure dropped it."""
+        return self._conn if self._conn is not None else self._connect()
+
+    def _call(self, fn: Callable[[happybase.Connection], T]) -> T:
+        """Run an idempotent request; on a transport error reconnect and try once more."""
+        try:
+            return fn(self.connection)
+        except TRANSPORT_ERRORS as exc:
+            conn = self._reconnect(exc)
+        except HBASE_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            return fn(conn)
+        except TRANSPORT_ERRORS as exc:
+            self._drop_connection()
+            raise self._unavailable(exc) from exc
+        except HBASE_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    def _drop_connection(self) -> None:
+        self._discard(self._conn)
+        self._conn = None
+
+    # -- the Store protocol ---------------------------------------------------------------
+
+    def ensure_table(self, table: str, families: Sequence[str]) -> None:
+        """Create ``table`` (one version per cell) unless it exists; a concurrent create is fine."""
+
+        def create(conn: happybase.Connection) -> None:
+            if table.encode() in conn.tables():
+                return
+            try:
+                conn.create_table(table, {name: {"max_versions": 1} for name in families})
+            except AlreadyExists:  # someone else created it meanwhile
+                pass
+            except HBaseIOError as exc:
+                # HBase 2's gateway reports that race as IOError(TableExistsException).
+                if "TableExistsException" not in _reason(exc):
+                    raise
+
+        self._call(create)
+
+    def scan(
+        self,
+        table: str,
+        key_range: KeyRange,
+        *,
+        columns: Sequence[bytes] | None = None,
+        batch_size: int = 1000,
+        keys_only: bool = False,
+    ) -> Generator[Row, None, None]:
+        """Yield rows of ``key_range`` in key order; see the Store protocol.
+
+        ``batch_size`` is HBase's scanner caching (rows per Thrift round trip).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        start = key_range.start
+        stop = key_range.end or None
+        column_list = list(columns) if columns is not None else None
+        retried = False
+        while True:
+            conn: happybase.Connection | None = None
+            try:
+                conn = self.connection
+                rows = conn.table(table).scan(
+                    row_start=start or None,
+                    row_stop=stop,
+                    columns=column_list,
+                    batch_size=batch_size,
+                    filter=KEYS_ONLY_FILTER if keys_only else None,
+                    sorted_columns=not keys_only,
+                )
+                try:
+                    for key, cells in rows:
+                        yield key, ({} if keys_only else cells)
+                        start = key + b"\x00"  # resume point: right after the last row given out
+                        retried = False
+                finally:
+                    # A caller that stops early closes happybase's scanner; on a dead
+                    # connection that fails (thriftpy2 even asserts), and nobody can act on it.
+                    with contextlib.suppress(*TRANSPORT_ERRORS, *HBASE_ERRORS, AssertionError):
+                        rows.close()
+                return
+            except _SCAN_BREAKS as exc:
+                if conn is not None and conn is not self._conn:
+                    # Another call on this store reconnected (or close() was called) while
+                    # this scan was paused; its scanner died with the old socket, where
+                    # thriftpy2 fails with an assert. Reopen on the current connection.
+                    log.warning("hbase %s:%s: connection replaced; reopening scan", *self._addr)
+                    continue
+                if isinstance(exc, AssertionError):
+                    raise
+                if retried:
+                    self._drop_connection()
+                    raise self._unavailable(exc) from exc
+                retried = True
+                self._reconnect(exc)
+            except HBASE_ERRORS as exc:
+                if retried or not _scanner_lost(exc):
+                    raise self._unavailable(exc) from exc
+                # The gateway dropped our scanner (its lease ran out while the caller
+                # was busy between batches): open a new one at the resume point.
+                retried = True
+                log.warning("hbase %s:%s: %s; reopening scan", self.host, self.port, _reason(exc))
+
+    def put_many(self, table: str, rows: Iterable[Row], *, batch_size: int = 1000) -> int:
+        """Write rows, ``batch_size`` rows per ``mutateRows`` call; returns the row count.
+
+        Each batch is sent whole and resent whole after a reconnect (puts of the
+        same cells are idempotent). happybase's own ``batch_size`` counts cells,
+        not rows, so batching by rows is done here.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        written = 0
+        pending: list[tuple[bytes, Columns]] = []
+        for key, cells in rows:
+            pending.append((key, cells))
+            if len(pending) >= batch_size:
+                written += self._send(table, pending)
+                pending = []
+        if pending:
+            written += self._send(table, pending)
+        return written
+
+    def _send(self, table: str, rows: list[tuple[bytes, Columns]]) -> int:
+        def send(conn: happybase.Connection) -> None:
+            batch = conn.table(table).batch()
+            for key, cells in rows:
+                batch.put(key, cells)
+            batch.send()
+
+        self._call(send)
+        return len(rows)
+
+    def region_starts(self, table: str) -> list[bytes]:
+        """Start keys of the regions after the first, sorted: the planner's cut points."""
+        regions = self._call(lambda conn: conn.table(table).regions())
+        return sorted(r["start_key"] for r in regions if r["start_key"])
+
+    def delete_range(self, table: str, key_range: KeyRange) -> int:
+        """Delete every row in ``key_range`` (all families), ``DELETE_BATCH`` rows per request.
+
+        Each batch of keys comes from its own short scan, closed before the deletes
+        are sent, so no scanner stays open across writes. Under a transport retry a
+        batch may already have been applied; the count then leaves those rows out
+        (deleting is idempotent, counting is best effort).
+        """
+        deleted = 0
+        start = key_range.start
+        while True:
+            part = KeyRange(start, key_range.end)
+            with contextlib.closing(self.scan(table, part, keys_only=True)) as scan:
+                keys = [key for key, _ in itertools.islice(scan, DELETE_BATCH)]
+            if keys:
+                deleted += self._delete(table, keys)
+            start = keys[-1] + b"\x00" if keys else b""
+            if len(keys) < DELETE_BATCH or (key_range.end and start >= key_range.end):
+                return deleted
+
+    def _delete(self, table: str, keys: list[bytes]) -> int:
+        def delete(conn: happybase.Connection) -> None:
+            batch = conn.table(table).batch()
+            for key in keys:
+                batch.delete(key)
+            batch.send()
+
+        self._call(delete)
+        return len(keys)
+
+    def drop_table(self, table: str) -> None:
+        """Disable and delete ``table`` if it exists."""
+
+        def drop(conn: happybase.Connection) -> None:
+            if table.encode() not in conn.tables():
+                return
+            try:
+                conn.delete_table(table, disable=True)
+            except HBaseIOError as exc:
+                if "TableNotFoundException" not in _reason(exc):  # lost a race: fine
+                    raise
+
+        self._call(drop)
+
+    def close(self) -> None:
+        """Close the socket; the store reconnects if used again."""
+        self._drop_connection()

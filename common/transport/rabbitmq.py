@@ -1,0 +1,232 @@
+"""RabbitMQ transport through pika: durable queue, persistent hints, publisher
+confirms, prefetch, manual acks, and a dead-letter queue for garbage.
+
+pika's BlockingConnection is not thread-safe: the consumer's connection is only
+touched on its I/O thread; acks from processing threads travel through
+``add_callback_threadsafe``, and only for tags of the current connection.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pika
+import pika.exceptions
+
+from nightfold.common.errors import ConfigError, MalformedMessage, ServiceUnavailable
+from nightfold.common.transport.base import Delivery
+from nightfold.common.transport.messages import Hint, decode_hint
+from nightfold.common.urls import mask_url
+
+DEFAULT_QUEUE = "nightfold.chunks"
+
+
+def _parse(url: str) -> tuple[pika.URLParameters, str]:
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    queue = query.pop("queue", [DEFAULT_QUEUE])[0]
+    if not parts.hostname:
+        raise ConfigError(f"broker URL {mask_url(url)!r} names no host")
+    rest = "&".join(f"{k}={v[0]}" for k, v in query.items())
+    base = url.split("?", 1)[0]
+    try:
+        params = pika.URLParameters(base + (f"?{rest}" if rest else ""))
+    except Exception as exc:  # pika raises plain ValueError / others on bad query args
+        raise ConfigError(f"broker URL {mask_url(url)!r} is invalid: {exc}") from exc
+    if "heartbeat" not in query:
+        params.heartbeat = 30
+    if "connection_attempts" not in query:
+        params.connection_attempts = 1
+    params.blocked_connection_timeout = 60
+    return params, queue
+
+
+@contextlib.contextmanager
+def amqp_errors(url: str) -> Iterator[None]:
+    """Map pika's errors to ServiceUnavailable, with the password masked."""
+    try:
+        yield
+    except pika.exceptions.ProbableAuthenticationError as exc:
+        raise ServiceUnavailable("rabbitmq", f"{mask_url(url)}: authentication refused") from exc
+    except pika.exceptions.ProbableAccessDeniedError as exc:
+        raise ServiceUnavailable("rabbitmq", f"{mask_url(url)}: access to vhost refused") from exc
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        detail = str(exc) or type(exc).__name__
+        raise ServiceUnavailable("rabbitmq", f"{mask_url(url)}: {detail}") from exc
+
+
+def declare(channel: Any, queue: str) -> None:
+    """Declare the work queue and its dead-letter queue (idempotent)."""
+    dead = f"{queue}.dead"
+    channel.queue_declare(queue=dead, durable=True)
+    channel.queue_declare(
+        queue=queue,
+        durable=True,
+        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead},
+    )
+
+
+class RabbitPublisher:
+    """Publishes hints with publisher confirms; one per thread (the master's)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.params, self.queue = _parse(url)
+        self._conn: Any = None
+        self._channel: Any = None
+
+    def _connect(self) -> None:
+        with amqp_errors(self.url):
+            self._conn = pika.BlockingConnection(self.params)
+            self._channel = self._conn.channel()
+            self._channel.confirm_delivery()
+            declare(self._channel, self.queue)
+
+    def publish(self, hints: Sequence[Hint]) -> None:
+        if not hints:
+            return
+        try:
+            self._publish(hints)
+        except ServiceUnavailable:
+            self.close()
+            self._publish(hints)  # one reconnect; hints are idempotent
+
+    def _publish(self, hints: Sequence[Hint]) -> None:
+        if self._conn is None or not self._conn.is_open:
+            self._connect()
+        props = pika.BasicProperties(
+            delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json"
+        )
+        with amqp_errors(self.url):
+            for hint in hints:
+                self._channel.basic_publish(
+                    exchange="",
+                    routing_key=self.queue,
+                    body=hint.encode(),
+                    properties=props,
+                    mandatory=True,
+                )
+
+    def close(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None and conn.is_open:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class RabbitConsumer:
+    """A worker's consumer: prefetch ``prefetch``, manual acks, DLQ on reject."""
+
+    def __init__(self, url: str, prefetch: int) -> None:
+        self.url = url
+        self.params, self.queue = _parse(url)
+        self.prefetch = prefetch
+        self._ready: collections.deque[Delivery] = collections.deque()
+        self._generation = 0
+        self._conn: Any = None
+        self._channel: Any = None
+        self._consumer_tag: str | None = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> None:
+        with amqp_errors(self.url):
+            conn = pika.BlockingConnection(self.params)
+            channel = conn.channel()
+            channel.basic_qos(prefetch_count=self.prefetch)
+            declare(channel, self.queue)
+            self._generation += 1
+            generation = self._generation
+            self._consumer_tag = channel.basic_consume(
+                self.queue,
+                functools.partial(self._on_message, generation=generation),
+                auto_ack=False,
+            )
+            self._conn, self._channel = conn, channel
+            self._ready.clear()
+
+    def _on_message(
+        self, _ch: Any, method: Any, _props: Any, body: bytes, *, generation: int
+    ) -> None:
+        tag = (generation, method.delivery_tag)
+        redelivered = bool(method.redelivered)
+        try:
+            hint: Hint | None = decode_hint(body)
+            error = None
+        except MalformedMessage as exc:
+            hint, error = None, str(exc)
+        self._ready.append(
+            Delivery(hint=hint, tag=tag, body=body, error=error, extra={"redelivered": redelivered})
+        )
+
+    def next_delivery(self, timeout: float) -> Delivery | None:
+        if self._conn is None or not self._conn.is_open:
+            self._connect()
+        if not self._ready:
+            with amqp_errors(self.url):
+                self._conn.process_data_events(time_limit=timeout)
+        return self._ready.popleft() if self._ready else None
+
+    def _threadsafe(self, delivery: Delivery, action: str) -> None:
+        generation, tag = delivery.tag
+        conn, channel = self._conn, self._channel
+        if conn is None or generation != self._generation or not conn.is_open:
+            return  # that connection is gone; the broker redelivers, the claim dedups
+        if action == "ack":
+            cb = functools.partial(channel.basic_ack, tag)
+        else:
+            cb = functools.partial(channel.basic_nack, tag, requeue=False)
+        with contextlib.suppress(Exception):
+            conn.add_callback_threadsafe(cb)
+
+    def ack(self, delivery: Delivery) -> None:
+        self._threadsafe(delivery, "ack")
+
+    def reject(self, delivery: Delivery) -> None:
+        self._threadsafe(delivery, "reject")
+
+    def stop_consuming(self) -> None:
+        if self._channel is not None and self._consumer_tag and self._conn.is_open:
+            with contextlib.suppress(Exception):
+                self._channel.basic_cancel(self._consumer_tag)
+        self._consumer_tag = None
+        # prefetched but unstarted deliveries go back to the queue
+        while self._ready:
+            d = self._ready.popleft()
+            generation, tag = d.tag
+            if generation == self._generation and self._channel is not None:
+                with contextlib.suppress(Exception):
+                    self._channel.basic_nack(tag, requeue=True)
+
+    def pump(self, timeout: float) -> None:
+        """Keep I/O (heartbeats, queued acks) flowing while not taking deliveries."""
+        if self._conn is not None and self._conn.is_open:
+            with amqp_errors(self.url):
+                self._conn.process_data_events(time_limit=timeout)
+
+    def close(self) -> None:
+        conn, self._conn, self._channel = self._conn, None, None
+        if conn is not None and conn.is_open:
+            with contextlib.suppress(Exception):
+                conn.process_data_events(time_limit=0)
+                conn.close()
+
+
+def queue_depth(url: str) -> tuple[int, int]:
+    """Messages ready in the work queue and in its dead-letter queue."""
+    params, queue = _parse(url)
+    with amqp_errors(url):
+        conn = pika.BlockingConnection(params)
+        try:
+            ch = conn.channel()
+            declare(ch, queue)
+            work = ch.queue_declare(queue=queue, passive=True).method.message_count
+            dead = ch.queue_declare(queue=f"{queue}.dead", passive=True).method.message_count
+            return int(work), int(dead)
+        finally:
+            conn.close()

@@ -1,0 +1,143 @@
+"""The oracle: recompute a day's summaries the simplest possible way and compare.
+
+Why it exists: the pipeline (chunking, leases, retries, the shuffle through the
+partials table, merge/encode/decode, the reduce) has many ways to lose, double
+or reorder work. This module uses none of it -- no master, worker, splitter or
+partials -- only a plain scan of the day's raw ranges in one process, folded by
+the job's ``map_rows`` into a single :class:`MapOutput` (so not even ``merge``,
+``encode`` or ``decode`` run) and ``finalize`` per group. If the stored
+summaries equal these byte for byte, the pipeline did its job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from nightfold.common.jobs.base import Job, MapOutput
+from nightfold.common.keys import SEP, day_ranges, day_token, prefix_range
+from nightfold.common.store.base import Row, Store
+
+Summaries = dict[str, dict[bytes, bytes]]
+"""group -> summary cells (``b"s:field" -> bytes``)."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One cell that differs; ``None`` on a side means the cell (or whole group) is missing."""
+
+    group: str
+    field: bytes
+    expected: bytes | None
+    stored: bytes | None
+
+    @property
+    def kind(self) -> str:
+        if self.stored is None:
+            return "missing"
+        if self.expected is None:
+            return "extra"
+        return "different"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.group} {self.field.decode(errors='replace')}: "
+            f"expected {self.expected!r}, stored {self.stored!r}"
+        )
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify_day` found."""
+
+    job: str
+    day: dt.date
+    groups_expected: int
+    groups_stored: int
+    groups_compared: int
+    rows_read: int
+    """Rows the oracle scanned (its own count)."""
+    rows_malformed: int
+    """Rows the job's ``map_rows`` counted as malformed."""
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def _fold(
+    store: Store, job: Job[Any], day: dt.date, salt_buckets: int, batch_size: int
+) -> tuple[MapOutput[Any], int]:
+    """All of the day's raw rows folded into one MapOutput, and how many rows were scanned.
+
+    One ``map_rows`` call per scan batch, as a worker does; the row count is the
+    oracle's own, not the job's.
+    """
+    out: MapOutput[Any] = MapOutput()
+    scanned = 0
+    for key_range in day_ranges(day, salt_buckets):
+        batch: list[Row] = []
+        for row in store.scan(job.raw_table, key_range, batch_size=batch_size):
+            scanned += 1
+            batch.append(row)
+            if len(batch) >= batch_size:
+                job.map_rows(batch, out)
+                batch = []
+        if batch:
+            job.map_rows(batch, out)
+    return out, scanned
+
+
+def _finalize(job: Job[Any], out: MapOutput[Any]) -> Summaries:
+    return {group: job.finalize(group, out.partials[group]) for group in sorted(out.partials)}
+
+
+def compute_expected(
+    store: Store, job: Job[Any], day: dt.date, salt_buckets: int, *, batch_size: int = 2000
+) -> Summaries:
+    """The summaries the pipeline should have written for ``day``, by brute force."""
+    out, _ = _fold(store, job, day, salt_buckets, batch_size)
+    return _finalize(job, out)
+
+
+def read_stored(store: Store, job: Job[Any], day: dt.date) -> Summaries:
+    """The summaries actually in ``job.summary_table`` for ``day`` (rows ``YYYYMMDD|group``)."""
+    prefix = day_token(day) + SEP
+    family = job.summary_family.encode()
+    return {
+        key[len(prefix) :].decode(): dict(cells)
+        for key, cells in store.scan(job.summary_table, prefix_range(prefix), columns=[family])
+    }
+
+
+def compare(expected: Summaries, stored: Summaries) -> list[Difference]:
+    """Every cell that is missing, extra or different, sorted by group and field."""
+    differences: list[Difference] = []
+    for group in sorted(expected.keys() | stored.keys()):
+        want = expected.get(group, {})
+        have = stored.get(group, {})
+        for name in sorted(want.keys() | have.keys()):
+            if want.get(name) != have.get(name):
+                differences.append(Difference(group, name, want.get(name), have.get(name)))
+    return differences
+
+
+def verify_day(
+    store: Store, job: Job[Any], day: dt.date, salt_buckets: int, *, batch_size: int = 2000
+) -> VerifyReport:
+    """Recompute ``day`` from the raw rows and compare with the stored summaries."""
+    out, scanned = _fold(store, job, day, salt_buckets, batch_size)
+    expected = _finalize(job, out)
+    stored = read_stored(store, job, day)
+    return VerifyReport(
+        job=job.name,
+        day=day,
+        groups_expected=len(expected),
+        groups_stored=len(stored),
+        groups_compared=len(expected.keys() | stored.keys()),
+        rows_read=scanned,
+        rows_malformed=out.rows_malformed,
+        differences=compare(expected, stored),
+    )

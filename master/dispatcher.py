@@ -1,0 +1,31 @@
+"""Dispatch: the outbox. Open the window of queued chunks, then publish the
+hints of queued chunks that were never published (or went unclaimed too long).
+
+The row commits before its hint is published, so a crash in between loses
+nothing: the next step publishes it again. Hints are idempotent.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db.runs import RunInfo
+from nightfold.common.states import Stage
+from nightfold.common.transport import Hint, Publisher
+
+
+def dispatch(engine: Engine, publisher: Publisher, run: RunInfo, stage: Stage, me: str) -> int:
+    """One outbox step for ``stage`` of ``run``; returns how many hints went out."""
+    params = run.params
+    with engine.begin() as conn:
+        chunk_repo.open_window(conn, run.id, stage, params.max_in_flight, me)
+    with engine.connect() as conn:
+        due = chunk_repo.due_for_publish(conn, run.id, params.republish_seconds)
+        conn.rollback()
+    if not due:
+        return 0
+    publisher.publish([Hint(run.id, cid, st, idx) for cid, st, idx in due])
+    with engine.begin() as conn:
+        chunk_repo.mark_published(conn, [cid for cid, _, _ in due])
+    return len(due)

@@ -1,0 +1,181 @@
+"""The master: a single-threaded loop of idempotent steps over one run.
+
+acquire -> plan (once) -> [heartbeat, cancel?, reclaim, dead?, dispatch,
+stage done?]* -> finish. Every step reads its state from the database, so a
+master killed at any instant and restarted continues where the rows say.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from nightfold.common.config import Settings
+from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db import runs as run_repo
+from nightfold.common.db.runs import RunInfo
+from nightfold.common.errors import RunFailed
+from nightfold.common.identity import is_local_and_dead, new_identity
+from nightfold.common.jobs.base import Job
+from nightfold.common.states import ChunkState, RunState, Stage
+from nightfold.common.store.base import Store
+from nightfold.common.transport import Publisher
+from nightfold.master.dispatcher import dispatch
+from nightfold.master.planner import compute_plan, record_plan
+
+log = logging.getLogger(__name__)
+
+STAGE_OF_STATE = {RunState.MAPPING: Stage.MAP, RunState.REDUCING: Stage.REDUCE}
+NEXT_STATE = {RunState.MAPPING: RunState.REDUCING, RunState.REDUCING: RunState.SUCCEEDED}
+
+
+@dataclass
+class Outcome:
+    run: RunInfo
+    state: RunState
+    error: str | None
+    seconds: float
+
+
+class Master:
+    """Drives one run to a terminal state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        store: Store,
+        publisher: Publisher,
+        job: Job[object],
+        *,
+        on_tick: Callable[[RunInfo], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.store = store
+        self.publisher = publisher
+        self.job = job
+        self.me = new_identity()
+        self.on_tick = on_tick
+
+    # -- run selection ---------------------------------------------------
+    def open_run(self, day: dt.date, *, rerun: bool) -> RunInfo:
+        """The run to drive: the latest generation of (job, day), or a new one."""
+        params = self.settings.run_params()
+        with self.engine.begin() as conn:
+            latest = run_repo.latest_run(conn, self.job.name, day)
+            if latest is not None and not rerun:
+                return latest
+            generation = latest.generation + 1 if latest else 1
+            created = run_repo.create_run(conn, self.job.name, day, generation, params, self.me)
+        if created is None:  # another master created it in between: resume that one
+            with self.engine.connect() as conn:
+                again = run_repo.latest_run(conn, self.job.name, day)
+            assert again is not None
+            return again
+        log.info("run %s created", created.label)
+        return created
+
+    def acquire(self, run: RunInfo) -> None:
+        force = run.owner is not None and is_local_and_dead(run.owner)
+        with self.engine.begin() as conn:
+            run_repo.acquire(conn, run.id, self.me, self.settings.master_stale_seconds, force=force)
+        log.info(
+            "run %s: master %s took ownership%s",
+            run.label,
+            self.me,
+            f" from dead {run.owner}" if force else "",
+        )
+
+    # -- the loop --------------------------------------------------------
+    def drive(self, day: dt.date, *, rerun: bool = False) -> Outcome:
+        started = time.monotonic()
+        run = self.open_run(day, rerun=rerun)
+        if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
+            log.info("run %s is already %s", run.label, run.state.value)
+            return Outcome(run, run.state, run.error, 0.0)
+        self.acquire(run)
+        try:
+            state = self._loop(run)
+        finally:
+            with self.engine.begin() as conn:
+                run_repo.release(conn, run.id, self.me)
+        with self.engine.connect() as conn:
+            final = run_repo.get_run(conn, run.id)
+        assert final is not None
+        return Outcome(final, state, final.error, time.monotonic() - started)
+
+    def _loop(self, run: RunInfo) -> RunState:
+        while True:
+            with self.engine.begin() as conn:
+                run_repo.heartbeat(conn, run.id, self.me)
+                current = run_repo.get_run(conn, run.id)
+            assert current is not None
+            run = current
+            if self.on_tick is not None:
+                self.on_tick(run)
+            if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
+                return run.state
+            if run.cancel_requested:
+                with self.engine.begin() as conn:
+                    run_repo.move(
+                        conn,
+                        run.id,
+                        (RunState.PLANNING, RunState.MAPPING, RunState.REDUCING),
+                        RunState.CANCELLED,
+                        actor=self.me,
+                        error="cancelled on request",
+                    )
+                continue
+            if run.state is RunState.PLANNING:
+                self.plan(run)
+                continue
+            if self.step(run):
+                continue
+            time.sleep(self.settings.poll_interval)
+
+    def plan(self, run: RunInfo) -> None:
+        plan = compute_plan(self.store, self.job, run)
+        with self.engine.begin() as conn:
+            record_plan(conn, run, plan, self.me)
+
+    def step(self, run: RunInfo) -> bool:
+        """One pass over a mapping/reducing run; True when the state moved."""
+        stage = STAGE_OF_STATE[run.state]
+        params = run.params
+        with self.engine.begin() as conn:
+            for chunk_id in chunk_repo.reclaim_expired(conn, run.id, params.max_attempts, self.me):
+                log.warning("run %s: chunk %d lease expired, taken back", run.label, chunk_id)
+            dead = chunk_repo.first_dead(conn, run.id)
+            if dead is not None:
+                dstage, idx, error = dead
+                reason = f"{dstage} chunk {idx} dead after {params.max_attempts} attempts: {error}"
+                run_repo.move(conn, run.id, run.state, RunState.FAILED, actor=self.me, error=reason)
+                log.error("run %s failed: %s", run.label, reason)
+                return True
+            counts = chunk_repo.counts_by_state(conn, run.id, stage)
+            total = sum(counts.values())
+            if total and counts.get(ChunkState.DONE.value, 0) == total:
+                nxt = NEXT_STATE[run.state]
+                if nxt is RunState.SUCCEEDED:
+                    rows, malformed = run_repo.roll_up_counters(conn, run.id)
+                    log.info("run %s succeeded: %d rows, %d malformed", run.label, rows, malformed)
+                else:
+                    log.info("run %s: map done, reducing", run.label)
+                run_repo.move(conn, run.id, run.state, nxt, actor=self.me)
+                return True
+        dispatch(self.engine, self.publisher, run, stage, self.me)
+        return False
+
+
+def raise_for_outcome(outcome: Outcome) -> None:
+    """Turn a run that did not succeed into RunFailed (the exit code cron sees)."""
+    if outcome.state is not RunState.SUCCEEDED:
+        raise RunFailed(
+            f"run {outcome.run.label} {outcome.state.value}: {outcome.error or ''}".rstrip(": ")
+        )

@@ -1,0 +1,100 @@
+"""Planning: turn a day into chunk specs, then record them in one transaction.
+
+Reads (region boundaries, sampled keys) happen before the transaction; the
+chunks and the run's move to ``mapping`` then commit together, so a master
+killed mid-plan leaves either no plan or the whole plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, update
+
+from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db import runs as run_repo
+from nightfold.common.db.chunks import ChunkSpec
+from nightfold.common.db.clock import db_now
+from nightfold.common.db.models import Run
+from nightfold.common.db.runs import RunInfo
+from nightfold.common.jobs.base import Job
+from nightfold.common.keys import (
+    PARTIAL_FAMILY,
+    PARTIALS_TABLE,
+    KeyRange,
+    day_ranges,
+    partial_prefix,
+    prefix_range,
+)
+from nightfold.common.states import RunState, Stage
+from nightfold.common.store.base import Store
+from nightfold.master.splitter import split
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class Plan:
+    specs: list[ChunkSpec]
+    rows_estimate: int
+
+    @property
+    def map_chunks(self) -> int:
+        return sum(1 for s in self.specs if s.stage is Stage.MAP)
+
+
+def sample_keys(
+    store: Store, table: str, ranges: list[KeyRange], every: int
+) -> tuple[list[bytes], int]:
+    """Every ``every``-th key of the ranges (keys only, streamed), and the row count."""
+    samples: list[bytes] = []
+    count = 0
+    for key_range in ranges:
+        for i, (key, _cols) in enumerate(
+            store.scan(table, key_range, keys_only=True, batch_size=5000)
+        ):
+            if i % every == 0:
+                samples.append(key)
+            count += 1
+    return samples, count
+
+
+def compute_plan(store: Store, job: Job[object], run: RunInfo) -> Plan:
+    """Split the run's day into map chunks of about ``chunk_rows`` rows, plus the
+    reduce items (one per bucket), from region boundaries and sampled keys."""
+    params = run.params
+    ranges = day_ranges(run.day, params.salt_buckets)
+    every = max(1, params.chunk_rows // SAMPLES_PER_CHUNK)
+    store.ensure_table(job.raw_table, ["o"])
+    store.ensure_table(PARTIALS_TABLE, [PARTIAL_FAMILY])
+    store.ensure_table(job.summary_table, [job.summary_family])
+    samples, rows = sample_keys(store, job.raw_table, ranges, every)
+    regions = store.region_starts(job.raw_table)
+    map_ranges = split(ranges, regions, samples, every, params.chunk_rows)
+    specs = [ChunkSpec(Stage.MAP, i, r) for i, r in enumerate(map_ranges)]
+    for bucket in range(params.reduce_buckets):
+        prefix = partial_prefix(run.job, run.day, run.generation, bucket)
+        specs.append(ChunkSpec(Stage.REDUCE, bucket, prefix_range(prefix)))
+    return Plan(specs=specs, rows_estimate=rows)
+
+
+def record_plan(conn: Connection, run: RunInfo, plan: Plan, actor: str) -> bool:
+    """Record the plan and move the run to mapping, atomically; False if another
+    master planned it first."""
+    if not run_repo.move(
+        conn, run.id, RunState.PLANNING, RunState.MAPPING, actor=actor, started_at=db_now()
+    ):
+        return False
+    chunk_repo.insert_plan(conn, run.id, plan.specs)
+    conn.execute(update(Run).where(Run.id == run.id).values(chunks_total=len(plan.specs)))
+    log.info(
+        "run %s planned: %d map chunks, %d reduce items, ~%d rows",
+        run.label,
+        plan.map_chunks,
+        len(plan.specs) - plan.map_chunks,
+        plan.rows_estimate,
+    )
+    return True

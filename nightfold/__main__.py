@@ -1,0 +1,3 @@
+from nightfold.cli.main import main
+
+main()

@@ -1,0 +1,93 @@
+"""Operator commands: ``status``, ``cancel`` and ``config show``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from nightfold.cli.options import DAY, with_runtime
+from nightfold.common.db import runs as run_repo
+from nightfold.common.db.status import as_dict, run_status
+from nightfold.common.errors import ConfigError
+from nightfold.common.runtime import Runtime
+
+
+@click.command("status")
+@click.option("--day", type=DAY, default=None, help="Only runs of this day.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=5, show_default=True)
+@with_runtime()
+def status_cmd(rt: Runtime, day: dt.date | None, as_json: bool, limit: int) -> None:
+    """Runs with stage progress, rows/s, live workers and the slowest chunks."""
+    engine = rt.engine()
+    with engine.connect() as conn:
+        data = as_dict(conn, run_status(conn, day=day, limit=limit), alive_within=30)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    console = Console()
+    if not data["runs"]:
+        console.print("no runs yet")
+    for r in data["runs"]:
+        table = Table(
+            title=f"run {r['label']} [{r['state']}]"
+            + (" (cancel requested)" if r["cancel_requested"] else "")
+        )
+        for col in ("stage", "pending", "queued", "claimed", "done", "dead", "total"):
+            table.add_column(col, justify="right")
+        for stage in ("map", "reduce"):
+            counts = r["chunks"].get(stage, {})
+            cells = [
+                str(counts.get(k, 0)) for k in ("pending", "queued", "claimed", "done", "dead")
+            ]
+            table.add_row(stage, *cells, str(sum(counts.values())))
+        console.print(table)
+        rate = f"{r['rows_per_s']:,.0f} rows/s" if r["rows_per_s"] else "-"
+        console.print(
+            f"  rows {r['rows_read']:,} (malformed {r['rows_malformed']:,}), {rate}, "
+            f"elapsed {r['elapsed_s'] or 0:.1f}s"
+        )
+        if r["error"]:
+            console.print(f"  error: {r['error']}")
+        for c in r["slowest"][:3]:
+            console.print(
+                f"  slow: {c['stage']}[{c['idx']}] {c['state']} {c['seconds']:.2f}s "
+                f"{c['rows']} rows {c['owner'] or ''}"
+            )
+    console.print(f"workers alive: {len(data['workers'])}")
+    for w in data["workers"]:
+        console.print(f"  {w['id']} chunk={w['current_chunk'] or '-'} seen {w['last_seen_at']}")
+
+
+@click.command("cancel")
+@click.option("--day", type=DAY, required=True)
+@click.option("--job", default=None)
+@with_runtime(job="job")
+def cancel_cmd(rt: Runtime, day: dt.date, **_: object) -> None:
+    """Ask the master and workers of the day's latest run to stop."""
+    engine = rt.engine()
+    with engine.begin() as conn:
+        run = run_repo.latest_run(conn, rt.settings.job, day)
+        if run is None:
+            raise ConfigError(f"no run of {rt.settings.job} for {day}")
+        if not run_repo.request_cancel(conn, run.id, "cli"):
+            click.echo(f"run {run.label} is {run.state.value}; nothing to cancel")
+            return
+    click.echo(f"run {run.label}: cancel requested")
+
+
+@click.group()
+def config() -> None:
+    """Settings."""
+
+
+@config.command("show")
+@with_runtime()
+def show_cmd(rt: Runtime) -> None:
+    """Print the effective settings (passwords masked)."""
+    for key, value in rt.settings.masked().items():
+        click.echo(f"{key} = {value}")

@@ -1,0 +1,44 @@
+"""``nightfold worker``: claim and execute chunks until stopped."""
+
+from __future__ import annotations
+
+import click
+
+from nightfold.cli.options import with_runtime
+from nightfold.common.runtime import Runtime
+from nightfold.worker.runner import Worker
+
+
+@click.group()
+def worker() -> None:
+    """Workers: shared-nothing processes that claim and execute chunks."""
+
+
+@worker.command("run")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Chunks processed at once by this process (threads).",
+)
+@click.option(
+    "--max-chunks",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Exit after this many chunks (tests, benchmarks).",
+)
+@with_runtime()
+def run_cmd(rt: Runtime, concurrency: int, max_chunks: int | None) -> None:
+    """Run a worker until SIGTERM (graceful) or a second signal (at once)."""
+    engine = rt.engine()
+    w = Worker(
+        rt.settings,
+        engine,
+        lambda: rt.consumer(concurrency),
+        rt.store,
+        concurrency=concurrency,
+        max_chunks=max_chunks,
+    )
+    w.install_signal_handlers()
+    raise SystemExit(w.run())

@@ -1,0 +1,77 @@
+"""Executing one claimed chunk: map (scan, fold, write partials by reduce
+bucket) or reduce (merge one bucket's partials in chunk order, write summaries).
+
+Writes are idempotent: a partial's key derives from (job, day, generation,
+bucket, chunk) and the same input folds to the same bytes, so a retry or two
+workers racing on an expired lease can only write the same value twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nightfold.common.db.chunks import Claim
+from nightfold.common.jobs.base import Job, MapOutput
+from nightfold.common.keys import PARTIAL_FAMILY, PARTIALS_TABLE, partial_key, summary_key
+from nightfold.common.states import Stage
+from nightfold.common.store.base import Row, Store
+from nightfold.worker.heartbeat import LeaseKeeper
+
+
+@dataclass(frozen=True)
+class Result:
+    rows_read: int
+    rows_malformed: int
+
+
+def execute(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:
+    if claim.stage is Stage.MAP:
+        return run_map(claim, store, job, lease)
+    return run_reduce(claim, store, job, lease)
+
+
+def run_map(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:
+    params = claim.run.params
+    out: MapOutput[Any] = MapOutput()
+    batch: list[Row] = []
+    size = params.scan_batch
+    for row in store.scan(job.raw_table, claim.key_range, batch_size=size):
+        batch.append(row)
+        if len(batch) >= size:
+            job.map_rows(batch, out)
+            lease.tick(out.rows_read, row[0])
+            batch = []
+    if batch:
+        job.map_rows(batch, out)
+    lease.tick(out.rows_read, batch[-1][0] if batch else None)
+    buckets: dict[int, dict[bytes, bytes]] = {}
+    prefix = PARTIAL_FAMILY.encode() + b":"
+    for group, partial in out.partials.items():
+        cells = buckets.setdefault(job.bucket(group, params.reduce_buckets), {})
+        cells[prefix + group.encode()] = job.encode(partial)
+    run = claim.run
+    rows = [
+        (partial_key(run.job, run.day, run.generation, bucket, claim.idx), cells)
+        for bucket, cells in sorted(buckets.items())
+    ]
+    store.put_many(PARTIALS_TABLE, rows)
+    return Result(out.rows_read, out.rows_malformed)
+
+
+def run_reduce(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:
+    merged: dict[str, Any] = {}
+    read = 0
+    skip = len(PARTIAL_FAMILY) + 1
+    # partial rows come in chunk order (zero-padded index), so the fold order is fixed
+    for key, cells in store.scan(PARTIALS_TABLE, claim.key_range, batch_size=100):
+        for column in sorted(cells):
+            group = column[skip:].decode()
+            partial = job.decode(cells[column])
+            merged[group] = job.merge(merged[group], partial) if group in merged else partial
+        read += 1
+        lease.tick(read, key)
+    day = claim.run.day
+    summaries = [(summary_key(day, g), job.finalize(g, merged[g])) for g in sorted(merged)]
+    store.put_many(job.summary_table, summaries)
+    return Result(read, 0)

@@ -1,0 +1,282 @@
+"""The worker process: a consumer (I/O) thread and ``concurrency`` processing threads.
+
+The main thread owns the transport's connection: it takes deliveries and keeps
+AMQP heartbeats and acks flowing, while processing threads claim, execute and
+complete chunks. Shutdown (dramatiq's shape): the first SIGTERM stops taking
+work and lets current chunks finish within the grace period, after which they
+are released; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import Engine
+
+from nightfold.common.config import Settings
+from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db import workers as worker_repo
+from nightfold.common.db.chunks import Claim
+from nightfold.common.errors import ChunkLost, NightfoldError, ServiceUnavailable
+from nightfold.common.identity import new_identity
+from nightfold.common.jobs import get_job
+from nightfold.common.store.base import Store
+from nightfold.common.transport import Consumer, Delivery
+from nightfold.worker.executor import execute
+from nightfold.worker.heartbeat import LeaseKeeper, Released
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class Worker:
+    """One worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        consumer_factory: Callable[[], Consumer],
+        store_factory: Callable[[], Store],
+        *,
+        concurrency: int = 1,
+        max_chunks: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.consumer_factory = consumer_factory
+        self.store_factory = store_factory
+        self.concurrency = concurrency
+        self.max_chunks = max_chunks
+        self.me = new_identity()
+        self.stopping = threading.Event()
+        self.hard_stop = threading.Event()
+        self._work: queue.Queue[Any] = queue.Queue()
+        self._in_flight = threading.Semaphore(concurrency)
+        self._done: queue.Queue[Delivery] = queue.Queue()
+        self._current: dict[int, int | None] = {}
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self.chunks_done = 0
+        self._signals = 0
+
+    # -- signals -------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("worker %s: second signal, exiting now", self.me)
+            os._exit(1)
+        log.info(
+            "worker %s: %s received, finishing current chunks", self.me, signal.Signals(signum).name
+        )
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+
+    # -- main loop -----------------------------------------------------
+    def run(self) -> int:
+        with self.engine.begin() as conn:
+            worker_repo.register(conn, self.me, socket.gethostname(), os.getpid())
+        log.info("worker %s started (concurrency %d)", self.me, self.concurrency)
+        threads = [
+            threading.Thread(target=self._process_loop, name=f"nightfold-exec-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for t in threads:
+            t.start()
+        consumer: Consumer | None = None
+        backoff = 0.5
+        next_seen = 0.0
+        stop_deadline: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_seen:
+                    next_seen = now + 5
+                    self._seen()
+                if self.stopping.is_set() and stop_deadline is None:
+                    stop_deadline = now + self.settings.shutdown_grace_seconds
+                    if consumer is not None:
+                        consumer.stop_consuming()
+                if stop_deadline is not None:
+                    if self._idle():
+                        break
+                    if now >= stop_deadline:
+                        self.hard_stop.set()
+                try:
+                    if consumer is None:
+                        consumer = self.consumer_factory()
+                    self._flush_acks(consumer)
+                    if self.stopping.is_set() or not self._in_flight.acquire(blocking=False):
+                        consumer.pump(0.1)
+                        continue
+                    delivery = consumer.next_delivery(0.5)
+                    if delivery is None:
+                        self._in_flight.release()
+                        continue
+                    if delivery.hint is None:
+                        log.warning(
+                            "worker %s: dead-lettering malformed message: %s",
+                            self.me,
+                            delivery.error,
+                        )
+                        consumer.reject(delivery)
+                        self._in_flight.release()
+                        continue
+                    with self._busy_lock:
+                        self._busy += 1
+                    self._work.put(delivery)
+                    backoff = 0.5
+                except ServiceUnavailable as exc:
+                    log.warning("worker %s: %s; retrying in %.1fs", self.me, exc, backoff)
+                    if consumer is not None:
+                        consumer.close()
+                        consumer = None
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+            return 0
+        finally:
+            self.stopping.set()
+            for _ in threads:
+                self._work.put(_STOP)
+            if consumer is not None:
+                self._flush_acks(consumer)
+                consumer.close()
+            try:
+                with self.engine.begin() as conn:
+                    worker_repo.stopped(conn, self.me)
+            except Exception:
+                log.debug("could not record worker stop", exc_info=True)
+            log.info("worker %s stopped after %d chunks", self.me, self.chunks_done)
+
+    def _idle(self) -> bool:
+        with self._busy_lock:
+            return self._busy == 0
+
+    def _flush_acks(self, consumer: Consumer) -> None:
+        while True:
+            try:
+                delivery = self._done.get_nowait()
+            except queue.Empty:
+                return
+            consumer.ack(delivery)
+
+    def _seen(self) -> None:
+        current = next((v for v in self._current.values() if v is not None), None)
+        try:
+            with self.engine.begin() as conn:
+                worker_repo.seen(conn, self.me, current)
+        except Exception as exc:
+            log.warning("worker %s: could not record heartbeat: %s", self.me, exc)
+
+    # -- processing threads -------------------------------------------
+    def _process_loop(self) -> None:
+        store: Store | None = None
+        ident = threading.get_ident()
+        self._current[ident] = None
+        try:
+            while True:
+                item = self._work.get()
+                if item is _STOP:
+                    return
+                delivery: Delivery = item
+                try:
+                    if store is None:
+                        store = self.store_factory()
+                    self.handle(delivery, store)
+                except ServiceUnavailable as exc:
+                    log.warning("worker %s: %s", self.me, exc)
+                    if store is not None:
+                        store.close()
+                        store = None
+                    time.sleep(1)
+                except Exception:
+                    log.exception("worker %s: unexpected error on %s", self.me, delivery.hint)
+                finally:
+                    self._current[ident] = None
+                    self._done.put(delivery)
+                    self._in_flight.release()
+                    with self._busy_lock:
+                        self._busy -= 1
+                    if self.max_chunks is not None and self.chunks_done >= self.max_chunks:
+                        self.request_stop()
+        finally:
+            if store is not None:
+                store.close()
+
+    def handle(self, delivery: Delivery, store: Store) -> None:
+        hint = delivery.hint
+        assert hint is not None
+        with self.engine.begin() as conn:
+            claim = chunk_repo.claim(conn, hint.chunk_id, self.me)
+        if claim is None:
+            log.debug("worker %s: stale hint for chunk %d, dropped", self.me, hint.chunk_id)
+            return
+        self._current[threading.get_ident()] = claim.chunk_id
+        log.info("worker %s: claimed %s", self.me, claim.label)
+        self._execute(claim, store)
+
+    def _execute(self, claim: Claim, store: Store) -> None:
+        job = get_job(claim.run.job)
+        lease = LeaseKeeper(self.engine, claim, self.hard_stop)
+        started = time.monotonic()
+        try:
+            result = execute(claim, store, job, lease)
+            with self.engine.begin() as conn:
+                chunk_repo.complete(conn, claim, result.rows_read, result.rows_malformed)
+        except Released as exc:
+            with self.engine.begin() as conn:
+                chunk_repo.release(conn, claim, str(exc))
+            log.info("worker %s: released %s: %s", self.me, claim.label, exc)
+            return
+        except ChunkLost as exc:
+            log.warning("worker %s: %s", self.me, exc)
+            return
+        except ServiceUnavailable:
+            self._try_release(claim, "service unavailable")
+            raise
+        except NightfoldError as exc:
+            self._fail(claim, f"{type(exc).__name__}: {exc}")
+            return
+        except Exception as exc:  # a job error (poison row): this attempt fails
+            log.exception("worker %s: %s failed", self.me, claim.label)
+            self._fail(claim, f"{type(exc).__name__}: {exc}")
+            return
+        self.chunks_done += 1
+        log.info(
+            "worker %s: done %s: %d rows in %.2fs",
+            self.me,
+            claim.label,
+            result.rows_read,
+            time.monotonic() - started,
+        )
+
+    def _fail(self, claim: Claim, error: str) -> None:
+        with self.engine.begin() as conn:
+            state = chunk_repo.fail(conn, claim, error)
+        if state is not None:
+            log.warning(
+                "worker %s: %s failed, now %s: %s", self.me, claim.label, state.value, error
+            )
+
+    def _try_release(self, claim: Claim, reason: str) -> None:
+        try:
+            with self.engine.begin() as conn:
+                chunk_repo.release(conn, claim, reason)
+        except Exception:
+            log.debug("could not release %s", claim.label, exc_info=True)
