@@ -13,8 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from nightfold.common.db.runs import RunParams
 from nightfold.common.errors import ConfigError
+from nightfold.common.store import parse_store_url
 from nightfold.common.urls import mask_url, scheme_of
 
 ENV_PREFIX = "NIGHTFOLD_"
@@ -61,6 +65,13 @@ class Settings:
                     f"setting {name}: scheme of {mask_url(url)!r} must be one of "
                     + ", ".join(schemes)
                 )
+        parse_store_url(self.store_url)  # raises ConfigError naming the URL
+        try:
+            make_url(self.database_url)
+        except ArgumentError:
+            raise ConfigError(
+                f"setting database_url: {mask_url(self.database_url)!r} is not a valid URL"
+            ) from None
         if self.log_format not in ("human", "json"):
             raise ConfigError(f"setting log_format: {self.log_format!r} is not human or json")
         for name in (

@@ -112,7 +112,21 @@ def generate_rows(
     _check(rows, merchants, products, customers, malformed_share)
     if not 1 <= salt_buckets <= 100:
         raise ConfigError(f"salt buckets must be 1..100, got {salt_buckets}")
+    # Checked eagerly (this is not a generator function), so bad arguments fail
+    # before seed_day creates anything.
     catalog = _Catalog(merchants, products, seed)
+    return _rows(day, rows, catalog, customers, salt_buckets, seed, malformed_share)
+
+
+def _rows(
+    day: dt.date,
+    rows: int,
+    catalog: _Catalog,
+    customers: int,
+    salt_buckets: int,
+    seed: int,
+    malformed_share: float,
+) -> Iterator[Row]:
     rng = random.Random(f"nightfold-orders:{seed}:{day.isoformat()}")
     midnight = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
     hour_cum = list(itertools.accumulate(_HOURLY))
@@ -186,5 +200,6 @@ def seed_day(
 
     ``kw`` goes to :func:`generate_rows`. Idempotent: seeding again writes the same cells.
     """
+    generated = generate_rows(day, rows, **kw)
     store.ensure_table(table, [FAMILY])
-    return store.put_many(table, generate_rows(day, rows, **kw), batch_size=batch_size)
+    return store.put_many(table, generated, batch_size=batch_size)

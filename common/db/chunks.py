@@ -373,3 +373,16 @@ def release(conn: Connection, c: Claim, reason: str) -> bool:
         detail=reason,
     )
     return True
+
+
+def rows_done(conn: Connection, run_id: int) -> int:
+    """Raw rows folded by the run's finished map chunks."""
+    return int(
+        conn.execute(
+            select(func.coalesce(func.sum(Chunk.rows_read), 0)).where(
+                Chunk.run_id == run_id,
+                Chunk.stage == Stage.MAP.value,
+                Chunk.state == ChunkState.DONE.value,
+            )
+        ).scalar_one()
+    )

@@ -80,8 +80,9 @@ def db_errors(url: str) -> Iterator[None]:
             raise ServiceUnavailable("database", f"{mask_url(url)}: {_short(exc)}") from exc
         raise
     except SQLAlchemyError as exc:
-        if "Can't connect" in str(exc) or "unable to open database" in str(exc):
-            raise ServiceUnavailable("database", f"{mask_url(url)}: {_short(exc)}") from exc
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "Can't connect" in text or "unable to open database" in text:
+            raise ServiceUnavailable("database", f"{mask_url(url)}: {text}") from exc
         raise
 
 
@@ -90,7 +91,7 @@ _CONNECT_CODES = {1045, 1044, 1049, 2003, 2005, 2006, 2013, 2055}
 
 def _is_connect_error(exc: DBAPIError) -> bool:
     orig = exc.orig
-    args = getattr(orig, "args", ())
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
     if args and isinstance(args[0], int) and args[0] in _CONNECT_CODES:
         return True
     text = str(orig)
@@ -99,7 +100,7 @@ def _is_connect_error(exc: DBAPIError) -> bool:
 
 def _short(exc: DBAPIError) -> str:
     orig = exc.orig
-    args = getattr(orig, "args", ())
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
     if len(args) >= 2 and isinstance(args[0], int):
         return f"({args[0]}) {args[1]}"
     return str(orig).splitlines()[0] if str(orig) else type(orig).__name__

@@ -131,7 +131,9 @@ def create_run(
             )
     except IntegrityError:
         return None
-    run_id = int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    run_id = int(key[0])
     add_event(conn, run_id, "run_created", actor=actor, detail=params.to_json())
     return get_run(conn, run_id)
 

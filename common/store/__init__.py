@@ -96,9 +96,11 @@ def _parse_hbase(url: str) -> HBaseURL:
     if not parts.hostname:
         raise _bad(url, "missing host; use hbase://host:port")
     try:
-        port = parts.port or DEFAULT_HBASE_PORT
+        port = DEFAULT_HBASE_PORT if parts.port is None else parts.port
     except ValueError:
         raise _bad(url, f"invalid port in {netloc!r}") from None
+    if port == 0:
+        raise _bad(url, f"invalid port in {netloc!r}")
     options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
     unknown = sorted(set(options) - _HBASE_OPTIONS)
     if unknown:
@@ -117,7 +119,9 @@ def _parse_hbase(url: str) -> HBaseURL:
         host=parts.hostname,
         port=port,
         table_prefix=prefix,
-        timeout_ms=_int_option(url, "timeout_ms", timeout) if timeout else DEFAULT_TIMEOUT_MS,
+        timeout_ms=DEFAULT_TIMEOUT_MS
+        if timeout is None
+        else _int_option(url, "timeout_ms", timeout),
         transport=transport,
         protocol=protocol,
     )

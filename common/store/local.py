@@ -53,22 +53,34 @@ _SCHEMA = (
 def _column_filter(columns: Sequence[bytes] | None) -> tuple[str, list[bytes]]:
     """SQL for HBase's column selection: ``b"fam"`` a whole family, ``b"fam:qual"`` one column.
 
-    As in HBase 2 (not as happybase's docs say), ``b"fam:"`` is the one column with
-    an empty qualifier, not the family.
+    Mirrors how HBase 2 builds its ``Scan`` from the list, in order: a family
+    selects all its columns; a column of a family selected whole *replaces* that
+    with just the named columns (``Scan.addColumn`` after ``addFamily``), and a
+    family named later widens it again. ``b"fam:"`` is the one column with an
+    empty qualifier (not the family, whatever happybase's docs say). ``None`` and
+    ``[]`` select everything.
     """
-    if columns is None:
+    if not columns:
         return "", []
+    selected: dict[bytes, set[bytes] | None] = {}
+    for column in columns:
+        family, sep, _ = column.partition(b":")
+        if not sep:
+            selected[family] = None
+        else:
+            qualifiers = selected.get(family)
+            if qualifiers is None:
+                qualifiers = selected[family] = set()
+            qualifiers.add(column)
     clauses: list[str] = []
     params: list[bytes] = []
-    for column in columns:
-        if b":" in column:
-            clauses.append("col = ?")
-            params.append(column)
-        else:  # a family: every "fam:..." column; ";" is the byte after ":"
+    for family, qualifiers in sorted(selected.items()):
+        if qualifiers is None:  # every "fam:..." column; ";" is the byte after ":"
             clauses.append("(col >= ? AND col < ?)")
-            params += [column + b":", column + b";"]
-    if not clauses:
-        return " AND 0", []
+            params += [family + b":", family + b";"]
+        else:
+            clauses.append("col IN (" + ", ".join("?" * len(qualifiers)) + ")")
+            params += sorted(qualifiers)
     return " AND (" + " OR ".join(clauses) + ")", params
 
 

@@ -1,87 +1,27 @@
 """Fixtures for integration tests against the real services (never imitations).
 
-Each service is found by URL: its environment variable first, then
-``.nightfold/services.env`` (written by ``deploy/local/services up`` once the
-services are healthy). A service that is absent or does not answer its probe
-*skips* its tests on a laptop and *fails* them in CI (``CI=true``), so CI can
-never go green by skipping. Every test gets its own namespace (an HBase table
-prefix here; a database or vhost for the other services) and it is removed
-afterwards, so tests never see each other's rows.
-
-To add a service: a session fixture calling :func:`require_service` with the
-service's URL and a cheap probe, and a function fixture that carves a private
-namespace out of it and cleans it up.
+Finding a service and the skip-locally / fail-in-CI rule live in
+:mod:`tests.support.services` (``require_service``), shared by every service.
+This file carves a private namespace per test out of each service -- for HBase
+a table prefix -- and removes it afterwards, so tests never see each other's
+rows. To add a service: a session fixture that calls ``require_service`` with a
+cheap probe that does not use the code under test, and a function fixture that
+makes and cleans up the namespace.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import NoReturn
+from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import happybase
 import pytest
 
 from nightfold.common.store import HBaseURL, mask_url, parse_store_url
+from tests.support.services import require_service, unique_name
 
-REPO = Path(__file__).resolve().parents[2]
-SERVICES_ENV = REPO / ".nightfold" / "services.env"
-PROBE_TIMEOUT_S = 5.0
-
-
-def in_ci() -> bool:
-    """True when running in CI, where a missing service is a failure, not a skip."""
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
-
-
-def read_env_file(path: Path = SERVICES_ENV) -> dict[str, str]:
-    """``KEY=value`` lines of a dotenv-style file (``export``, quotes and comments allowed)."""
-    if not path.is_file():
-        return {}
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        values[key.strip()] = value.strip().strip("'\"")
-    return values
-
-
-def service_url(var: str) -> str | None:
-    """The URL in environment variable ``var``, else in ``.nightfold/services.env``."""
-    return os.environ.get(var) or read_env_file().get(var) or None
-
-
-def unavailable(message: str) -> NoReturn:
-    """Skip locally, fail in CI."""
-    if in_ci():
-        pytest.fail(f"{message} (CI=true: required services must be up)", pytrace=False)
-    pytest.skip(message)
-
-
-def require_service(name: str, url: str | None, probe: Callable[[str], object]) -> str:
-    """``url`` if ``probe(url)`` succeeds; otherwise skip (locally) or fail (in CI).
-
-    ``probe`` should be cheap and independent of the code under test: it only
-    establishes that the real service is there and answering.
-    """
-    if not url:
-        unavailable(f"{name}: no URL configured (environment or {SERVICES_ENV})")
-    try:
-        probe(url)
-    except Exception as exc:  # any failure means "not usable here"
-        unavailable(f"{name} at {mask_url(url)} unavailable: {type(exc).__name__}: {exc}")
-    return url
-
-
-def tcp_probe(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Raise unless something accepts TCP connections at ``host:port``."""
-    socket.create_connection((host, port), timeout=timeout).close()
+PROBE_TIMEOUT_MS = 5000
 
 
 def with_query(url: str, **options: str) -> str:
@@ -101,11 +41,13 @@ def _hbase_spec(url: str) -> HBaseURL:
     return spec
 
 
-def _hbase_connection(spec: HBaseURL, table_prefix: str | None = None) -> happybase.Connection:
+def _hbase_connection(url: str, table_prefix: str | None = None) -> happybase.Connection:
+    """A plain happybase connection: probing and cleanup do not rely on HBaseStore."""
+    spec = _hbase_spec(url)
     return happybase.Connection(
         spec.host,
         spec.port,
-        timeout=int(PROBE_TIMEOUT_S * 1000) if table_prefix is None else spec.timeout_ms,
+        timeout=PROBE_TIMEOUT_MS if table_prefix is None else spec.timeout_ms,
         table_prefix=table_prefix,
         transport=spec.transport,
         protocol=spec.protocol,
@@ -115,8 +57,8 @@ def _hbase_connection(spec: HBaseURL, table_prefix: str | None = None) -> happyb
 def probe_hbase(url: str) -> None:
     """The Thrift gateway accepts a connection and lists tables (so HBase itself answers)."""
     spec = _hbase_spec(url)
-    tcp_probe(spec.host, spec.port)
-    conn = _hbase_connection(spec)
+    socket.create_connection((spec.host, spec.port), timeout=PROBE_TIMEOUT_MS / 1000).close()
+    conn = _hbase_connection(url)
     try:
         conn.tables()
     finally:
@@ -126,17 +68,51 @@ def probe_hbase(url: str) -> None:
 @pytest.fixture(scope="session")
 def hbase_service_url() -> str:
     """The real HBase's store URL (``NIGHTFOLD_STORE_URL``), probed once per session."""
-    return require_service("hbase", service_url("NIGHTFOLD_STORE_URL"), probe_hbase)
+    return require_service("HBase", "NIGHTFOLD_STORE_URL", probe_hbase)
 
 
 @pytest.fixture
 def hbase_url(hbase_service_url: str) -> Iterator[str]:
     """A store URL with a private ``table_prefix``; its tables are dropped afterwards."""
-    prefix = "t" + secrets.token_hex(5)
+    prefix = unique_name("t")
     yield with_query(hbase_service_url, table_prefix=prefix)
-    conn = _hbase_connection(_hbase_spec(hbase_service_url), table_prefix=prefix)
+    conn = _hbase_connection(hbase_service_url, table_prefix=prefix)
     try:
         for table in conn.tables():
             conn.delete_table(table, disable=True)
+    finally:
+        conn.close()
+
+
+# -- RabbitMQ ------------------------------------------------------------------------------
+
+
+def probe_rabbitmq(url: str) -> None:
+    """An AMQP connection opens with the configured user and vhost."""
+    import pika
+
+    params = pika.URLParameters(url.split("?", 1)[0])
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    pika.BlockingConnection(params).close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_service_url() -> str:
+    return require_service("RabbitMQ", "NIGHTFOLD_BROKER_URL", probe_rabbitmq)
+
+
+@pytest.fixture
+def broker_url(rabbitmq_service_url: str) -> Iterator[str]:
+    """A broker URL with a private work queue (and dead-letter queue), deleted afterwards."""
+    import pika
+
+    queue = unique_name("nightfold.t")
+    yield with_query(rabbitmq_service_url, queue=queue)
+    conn = pika.BlockingConnection(pika.URLParameters(rabbitmq_service_url.split("?", 1)[0]))
+    try:
+        ch = conn.channel()
+        ch.queue_delete(queue)
+        ch.queue_delete(f"{queue}.dead")
     finally:
         conn.close()

@@ -74,21 +74,31 @@ def test_columns_filter_by_qualifier_and_family(store: LocalStore) -> None:
         "t",
         [
             (b"r1", {b"o:a": b"1", b"o:b": b"2", b"p:a": b"3"}),
-            (b"r2", {b"p:z": b"4"}),
+            (b"r2", {b"p:z": b"4", b"o:": b"empty qualifier"}),
             (b"r3", {b"o:ab": b"5"}),
         ],
     )
+    by_family = [
+        (b"r1", {b"o:a": b"1", b"o:b": b"2"}),
+        (b"r2", {b"o:": b"empty qualifier"}),
+        (b"r3", {b"o:ab": b"5"}),
+    ]
     assert list(store.scan("t", ALL, columns=[b"o:a"])) == [(b"r1", {b"o:a": b"1"})]
-    by_family = [(b"r1", {b"o:a": b"1", b"o:b": b"2"}), (b"r3", {b"o:ab": b"5"})]
     assert list(store.scan("t", ALL, columns=[b"o"])) == by_family
-    # As in HBase 2, "o:" is the column with an empty qualifier, not the family.
-    assert list(store.scan("t", ALL, columns=[b"o:"])) == []
+    # HBase 2 reads "o:" as the column with an empty qualifier, not as the family.
+    assert list(store.scan("t", ALL, columns=[b"o:"])) == [(b"r2", {b"o:": b"empty qualifier"})]
     assert list(store.scan("t", ALL, columns=[b"o:b", b"p"])) == [
         (b"r1", {b"o:b": b"2", b"p:a": b"3"}),
         (b"r2", {b"p:z": b"4"}),
     ]
-    # Rows without any selected cell are not returned at all, as in HBase.
+    # Rows without any selected cell are not returned at all.
     assert list(store.scan("t", ALL, columns=[b"o:zz"])) == []
+    # An empty selection means every column.
+    assert list(store.scan("t", ALL, columns=[])) == list(store.scan("t", ALL))
+    # Overlaps resolve in order, as HBase builds its Scan: a column named after its
+    # family narrows the family to that column; a family named later widens it again.
+    assert list(store.scan("t", ALL, columns=[b"o", b"o:a"])) == [(b"r1", {b"o:a": b"1"})]
+    assert list(store.scan("t", ALL, columns=[b"o:a", b"o"])) == by_family
 
 
 def test_cells_of_a_row_come_back_sorted(store: LocalStore) -> None:

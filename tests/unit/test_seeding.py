@@ -182,7 +182,7 @@ def test_bad_arguments_are_config_errors(kwargs: dict[str, int | float]) -> None
     args: dict[str, int | float] = {"rows": 10} | kwargs
     rows = int(args.pop("rows"))
     with pytest.raises(ConfigError):
-        list(generate_rows(DAY, rows, **args))  # type: ignore[arg-type]
+        generate_rows(DAY, rows, **args)  # type: ignore[arg-type]
 
 
 def test_seed_day_writes_the_generated_rows(tmp_path: Path) -> None:

@@ -67,6 +67,8 @@ def test_local_urls(url: str, path: str) -> None:
         ("hbase://:9090", "missing host"),
         ("hbase://h:port", "invalid port"),
         ("hbase://h:99999", "invalid port"),
+        ("hbase://h:0", "invalid port"),
+        ("hbase://h?timeout_ms=", "timeout_ms must be an integer"),
         ("hbase://h:9090/db", "unexpected path"),
         ("hbase://h?timeout_ms=abc", "timeout_ms must be an integer"),
         ("hbase://h?timeout_ms=-5", "timeout_ms must be positive"),

@@ -1,0 +1,129 @@
+"""The whole pipeline, as processes, on the embedded backends and on the real
+MariaDB + RabbitMQ + HBase, with the same assertions: seed, run a master and two
+workers, ``verify`` passes; kill the master or a worker mid-map and it still
+passes, with no done chunk redone."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from nightfold.common.db.engine import make_engine
+from tests.support.databases import fresh_database
+from tests.support.pipeline import (
+    Cluster,
+    chunk_counts,
+    claimed_by,
+    done_events_per_chunk,
+    event_count,
+    kill,
+    run_state,
+    wait_for,
+)
+
+DAY = "2026-11-22"
+ROWS = 200_000
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(params=["embedded", "real"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTFOLD_")}
+    env.update(
+        NIGHTFOLD_CHUNK_ROWS="10000",
+        NIGHTFOLD_LEASE_SECONDS="4",
+        NIGHTFOLD_MAX_IN_FLIGHT="8",
+        NIGHTFOLD_LOG_LEVEL="INFO",
+        NIGHTFOLD_MASTER_STALE_SECONDS="10",
+    )
+    kind = "sqlite" if request.param == "embedded" else "mariadb"
+    with fresh_database(kind, tmp_path) as db_url:
+        env["NIGHTFOLD_DATABASE_URL"] = db_url
+        if request.param == "embedded":
+            env["NIGHTFOLD_STORE_URL"] = f"local://{tmp_path / 'store.sqlite'}"
+            env["NIGHTFOLD_BROKER_URL"] = "db://"
+        else:
+            env["NIGHTFOLD_STORE_URL"] = request.getfixturevalue("hbase_url")
+            env["NIGHTFOLD_BROKER_URL"] = request.getfixturevalue("broker_url")
+        c = Cluster(env=env, logs=tmp_path)
+        for args in (("db", "upgrade"), ("seed", "--day", DAY, "--rows", str(ROWS))):
+            res = c.cli(*args)
+            assert res.returncode == 0, res.stderr
+        try:
+            yield c
+        finally:
+            c.stop_all()
+
+
+@pytest.fixture
+def db(cluster: Cluster) -> Iterator[Engine]:
+    engine = make_engine(cluster.env["NIGHTFOLD_DATABASE_URL"])
+    yield engine
+    engine.dispose()
+
+
+def _verify(cluster: Cluster) -> None:
+    res = cluster.cli("verify", "--day", DAY)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "OK" in res.stdout
+
+
+def _no_chunk_done_twice(db: Engine) -> None:
+    per_chunk = done_events_per_chunk(db)
+    assert per_chunk, "no chunk completed"
+    assert max(per_chunk.values()) == 1, per_chunk
+
+
+def test_two_workers_verify(cluster: Cluster, db: Engine) -> None:
+    # Given two workers and a master
+    cluster.worker()
+    cluster.worker()
+    master = cluster.master(DAY)
+    # When the master finishes
+    assert master.wait(timeout=300) == 0, cluster.log_tail()
+    # Then the run succeeded and the summaries equal the oracle's
+    assert run_state(db) == "succeeded"
+    _verify(cluster)
+    _no_chunk_done_twice(db)
+    # And running the master again for the same day is a no-op success
+    again = cluster.cli("master", "run", "--day", DAY)
+    assert again.returncode == 0, again.stderr
+    assert "succeeded" in again.stdout
+
+
+def test_master_killed_mid_map_resumes(cluster: Cluster, db: Engine) -> None:
+    cluster.worker()
+    cluster.worker()
+    master = cluster.master(DAY)
+    # Given some but not all map chunks are done
+    wait_for(lambda: chunk_counts(db).get("done", 0) >= 3, 120, "3 map chunks done")
+    # When the master is SIGKILLed and restarted
+    kill(master)
+    assert run_state(db) == "mapping", "killed too late to test a mid-map restart"
+    done_before = chunk_counts(db).get("done", 0)
+    restarted = cluster.master(DAY)
+    # Then it resumes, the run succeeds, verify passes, no done chunk was redone
+    assert restarted.wait(timeout=300) == 0, cluster.log_tail()
+    assert done_before < sum(chunk_counts(db).values())
+    _verify(cluster)
+    _no_chunk_done_twice(db)
+
+
+def test_worker_killed_mid_chunk_is_taken_over(cluster: Cluster, db: Engine) -> None:
+    victim = cluster.worker()
+    cluster.worker()
+    master = cluster.master(DAY)
+    # Given the victim holds a claim
+    wait_for(lambda: claimed_by(db, victim.pid), 120, "the victim to claim a chunk", poll=0.02)
+    # When it is SIGKILLed mid-chunk
+    kill(victim)
+    # Then its lease expires, the chunk is taken over, and the numbers are exact
+    assert master.wait(timeout=300) == 0, cluster.log_tail()
+    assert event_count(db, "lease_expired") >= 1
+    _verify(cluster)
+    _no_chunk_done_twice(db)

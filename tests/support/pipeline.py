@@ -1,0 +1,120 @@
+"""Running the real pipeline as processes, the way an operator does: a master
+and worker processes of the installed ``nightfold`` command, configured only
+through the environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from nightfold.common.db.models import Chunk, Run, RunEvent
+
+
+@dataclass
+class Cluster:
+    """The processes of one test, all sharing one environment."""
+
+    env: dict[str, str]
+    logs: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nightfold", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "nightfold", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def worker(self, *args: str) -> subprocess.Popen[bytes]:
+        return self._spawn("worker", "worker", "run", *args)
+
+    def master(self, day: str, *args: str) -> subprocess.Popen[bytes]:
+        return self._spawn("master", "master", "run", "--day", day, *args)
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        out = []
+        for path in sorted(self.logs.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def chunk_counts(engine: Engine, stage: str = "map") -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Chunk.state, func.count()).where(Chunk.stage == stage).group_by(Chunk.state)
+        )
+        return {str(s): int(n) for s, n in rows}
+
+
+def run_state(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(select(Run.state).order_by(Run.id.desc()).limit(1)).scalar()
+
+
+def claimed_by(engine: Engine, pid: int) -> bool:
+    with engine.connect() as conn:
+        owners = conn.execute(select(Chunk.owner).where(Chunk.state == "claimed")).scalars()
+        return any(o and o.split(":")[1] == str(pid) for o in owners)
+
+
+def done_events_per_chunk(engine: Engine) -> dict[int, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(RunEvent.chunk_id, func.count())
+            .where(RunEvent.kind == "done")
+            .group_by(RunEvent.chunk_id)
+        )
+        return {int(c): int(n) for c, n in rows}
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def event_count(engine: Engine, kind: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).where(RunEvent.kind == kind)).scalar_one())
