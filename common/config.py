@@ -34,15 +34,15 @@ class Settings:
     broker_url: str = "db://"
     store_url: str = f"local://{DEFAULT_DATA_DIR}/store.sqlite"
     job: str = "merchant_daily"
-    # run parameters (frozen on the run row when planned)
-    chunk_rows: int = 50_000
-    reduce_buckets: int = 8
-    max_in_flight: int = 64
-    max_attempts: int = 3
-    lease_seconds: float = 60.0
-    salt_buckets: int = 16
-    republish_seconds: float = 30.0
-    scan_batch: int = 1000
+    # run parameters (frozen on the run row when planned); RunParams owns the defaults
+    chunk_rows: int = RunParams.chunk_rows
+    reduce_buckets: int = RunParams.reduce_buckets
+    max_in_flight: int = RunParams.max_in_flight
+    max_attempts: int = RunParams.max_attempts
+    lease_seconds: float = RunParams.lease_seconds
+    salt_buckets: int = RunParams.salt_buckets
+    republish_seconds: float = RunParams.republish_seconds
+    scan_batch: int = RunParams.scan_batch
     # processes
     poll_interval: float = 0.25
     master_stale_seconds: float = 30.0
@@ -85,16 +85,8 @@ class Settings:
         self.run_params()  # validates the run knobs
 
     def run_params(self) -> RunParams:
-        return RunParams(
-            chunk_rows=self.chunk_rows,
-            reduce_buckets=self.reduce_buckets,
-            max_in_flight=self.max_in_flight,
-            max_attempts=self.max_attempts,
-            lease_seconds=self.lease_seconds,
-            salt_buckets=self.salt_buckets,
-            republish_seconds=self.republish_seconds,
-            scan_batch=self.scan_batch,
-        )
+        """The run knobs of these settings, to be frozen on a new run row."""
+        return RunParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RunParams)})
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict with passwords in URLs masked: safe to print."""

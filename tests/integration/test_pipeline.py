@@ -6,6 +6,7 @@ passes, with no done chunk redone."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from sqlalchemy import Engine
 
 from nightfold.common.db.engine import make_engine
+from nightfold.common.errors import RET_CONFLICT, RET_RUN_FAILED
 from tests.support.databases import fresh_database
 from tests.support.pipeline import (
     Cluster,
@@ -31,8 +33,14 @@ ROWS = 200_000
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+def rows() -> int:
+    """Rows seeded for a test; a test may parametrize ``rows`` to use fewer."""
+    return ROWS
+
+
 @pytest.fixture(params=["embedded", "real"])
-def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest, tmp_path: Path, rows: int) -> Iterator[Cluster]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTFOLD_")}
     env.update(
         NIGHTFOLD_CHUNK_ROWS="10000",
@@ -51,7 +59,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
             env["NIGHTFOLD_STORE_URL"] = request.getfixturevalue("hbase_url")
             env["NIGHTFOLD_BROKER_URL"] = request.getfixturevalue("broker_url")
         c = Cluster(env=env, logs=tmp_path)
-        for args in (("db", "upgrade"), ("seed", "--day", DAY, "--rows", str(ROWS))):
+        for args in (("db", "upgrade"), ("seed", "--day", DAY, "--rows", str(rows))):
             res = c.cli(*args)
             assert res.returncode == 0, res.stderr
         try:
@@ -127,3 +135,56 @@ def test_worker_killed_mid_chunk_is_taken_over(cluster: Cluster, db: Engine) -> 
     assert event_count(db, "lease_expired") >= 1
     _verify(cluster)
     _no_chunk_done_twice(db)
+
+
+@pytest.mark.parametrize("rows", [30_000])
+def test_sigterm_lets_a_worker_finish_its_chunk(cluster: Cluster, db: Engine) -> None:
+    worker = cluster.worker()
+    master = cluster.master(DAY)
+    # Given the worker holds a claim
+    wait_for(lambda: claimed_by(db, worker.pid), 120, "a claim", poll=0.02)
+    # When it gets SIGTERM
+    worker.send_signal(signal.SIGTERM)
+    # Then it exits 0 without leaving a claim behind
+    assert worker.wait(timeout=60) == 0, cluster.log_tail()
+    assert not claimed_by(db, worker.pid)
+    # And another worker completes the run exactly
+    cluster.worker()
+    assert master.wait(timeout=300) == 0, cluster.log_tail()
+    _verify(cluster)
+    _no_chunk_done_twice(db)
+
+
+@pytest.mark.parametrize("rows", [30_000])
+def test_second_master_refuses_then_cancel_stops_the_run(cluster: Cluster, db: Engine) -> None:
+    # Given a master driving the run (no workers, so it cannot finish)
+    first = cluster.master(DAY)
+    wait_for(lambda: run_state(db) == "mapping", 120, "the run to be planned")
+    # When a second master starts for the same run
+    second = cluster.cli("master", "run", "--day", DAY, timeout=120)
+    # Then it refuses with one clear line and the conflict exit code
+    assert second.returncode == RET_CONFLICT, second.stderr
+    assert "owned by master" in second.stderr and "Traceback" not in second.stderr
+    # When the run is cancelled
+    res = cluster.cli("cancel", "--day", DAY)
+    assert res.returncode == 0, res.stderr
+    # Then the master sees it, stops, and tells cron the run did not succeed
+    assert first.wait(timeout=60) == RET_RUN_FAILED
+    assert run_state(db) == "cancelled"
+
+
+@pytest.mark.parametrize("rows", [5_000])
+def test_backfill_runs_every_day(cluster: Cluster, db: Engine) -> None:
+    # Given two seeded days and a worker
+    assert (
+        cluster.cli("seed", "--day", "2026-11-21", "--rows", "4000", "--seed", "7").returncode == 0
+    )
+    cluster.worker()
+    # When the master backfills both
+    res = cluster.cli("master", "run", "--from", "2026-11-21", "--to", DAY)
+    # Then both runs succeed and verify
+    assert res.returncode == 0, res.stdout + res.stderr + cluster.log_tail()
+    assert res.stdout.count("succeeded") == 2
+    for day in ("2026-11-21", DAY):
+        out = cluster.cli("verify", "--day", day)
+        assert out.returncode == 0, out.stdout + out.stderr
