@@ -1,4 +1,8 @@
-"""HBaseStore against the real HBase (Thrift1 gateway): the same semantics as the local store.
+"""HBaseStore against the real HBase (Thrift1 gateway): what only it has to do.
+
+Its semantics, shared with the embedded store, are tested on both backends in
+``test_store_contract.py``; here: table prefixes, concurrent table creation,
+reconnecting and resuming scans after a dropped connection, a seeded day.
 
 Each test works under its own table prefix (the ``hbase_url`` fixture), so tests
 never see each other's tables. Connection failures are real ones: we cut our own
@@ -16,7 +20,7 @@ from collections.abc import Iterable, Iterator
 import pytest
 
 from nightfold.common.errors import ServiceUnavailable
-from nightfold.common.keys import KeyRange, day_ranges, prefix_range
+from nightfold.common.keys import KeyRange, day_ranges
 from nightfold.common.seeding import generate_rows, seed_day
 from nightfold.common.store import Row, open_store
 from nightfold.common.store.hbase import HBaseStore
@@ -24,7 +28,6 @@ from nightfold.common.store.hbase import HBaseStore
 pytestmark = pytest.mark.integration
 
 ALL = KeyRange(b"", b"")
-KEYS = [b"\x00", b"a", b"a\x00", b"a\xff", b"ab", b"b", b"\x7f", b"\x80", b"\xff", b"\xff\xff"]
 
 
 @pytest.fixture
@@ -44,128 +47,6 @@ def cut_connection(store: HBaseStore) -> None:
     """Kill the store's TCP connection under it, as a dropped network or gateway would."""
     raw = store.connection.transport.sock  # thriftpy2's buffered transport -> socket.socket
     raw.shutdown(socket.SHUT_RDWR)
-
-
-def test_scan_is_in_byte_order_including_high_bytes(store: HBaseStore) -> None:
-    store.put_many("t", [(k, {b"o:v": k}) for k in reversed(KEYS)])
-    rows = list(store.scan("t", ALL))
-    assert keys(rows) == sorted(KEYS)
-    assert all(dict(cells) == {b"o:v": key} for key, cells in rows)
-
-
-@pytest.mark.parametrize(
-    ("key_range", "expected"),
-    [
-        (KeyRange(b"a", b"b"), [b"a", b"a\x00", b"ab", b"a\xff"]),
-        (KeyRange(b"a\x00", b"ab"), [b"a\x00"]),
-        (KeyRange(b"ab", b"b"), [b"ab", b"a\xff"]),
-        (KeyRange(b"\x80", b""), [b"\x80", b"\xff", b"\xff\xff"]),
-        (KeyRange(b"\xff", b""), [b"\xff", b"\xff\xff"]),
-        (KeyRange(b"", b"a"), [b"\x00"]),
-        (prefix_range(b"a"), [b"a", b"a\x00", b"ab", b"a\xff"]),
-        (prefix_range(b"\xff"), [b"\xff", b"\xff\xff"]),
-        (KeyRange(b"c", b"d"), []),
-    ],
-)
-def test_range_is_half_open_and_empty_end_is_unbounded(
-    store: HBaseStore, key_range: KeyRange, expected: list[bytes]
-) -> None:
-    store.put_many("t", [(k, {b"o:v": b"1"}) for k in KEYS])
-    assert keys(store.scan("t", key_range)) == expected
-
-
-@pytest.mark.parametrize("batch_size", [1, 3, 1000])
-def test_batch_size_does_not_change_the_result(store: HBaseStore, batch_size: int) -> None:
-    rows = [(b"k%03d" % i, {b"o:a": b"%d" % i, b"p:b": b"x"}) for i in range(25)]
-    store.put_many("t", rows, batch_size=4)
-    assert list(store.scan("t", ALL, batch_size=batch_size)) == rows
-
-
-def test_columns_filter_by_qualifier_and_family(store: HBaseStore) -> None:
-    store.put_many(
-        "t",
-        [
-            (b"r1", {b"o:a": b"1", b"o:b": b"2", b"p:a": b"3"}),
-            (b"r2", {b"p:z": b"4", b"o:": b"empty qualifier"}),
-            (b"r3", {b"o:ab": b"5"}),
-        ],
-    )
-    by_family = [
-        (b"r1", {b"o:a": b"1", b"o:b": b"2"}),
-        (b"r2", {b"o:": b"empty qualifier"}),
-        (b"r3", {b"o:ab": b"5"}),
-    ]
-    assert list(store.scan("t", ALL, columns=[b"o:a"])) == [(b"r1", {b"o:a": b"1"})]
-    assert list(store.scan("t", ALL, columns=[b"o"])) == by_family
-    # HBase 2 reads "o:" as the column with an empty qualifier, not as the family.
-    assert list(store.scan("t", ALL, columns=[b"o:"])) == [(b"r2", {b"o:": b"empty qualifier"})]
-    assert list(store.scan("t", ALL, columns=[b"o:b", b"p"])) == [
-        (b"r1", {b"o:b": b"2", b"p:a": b"3"}),
-        (b"r2", {b"p:z": b"4"}),
-    ]
-    # Rows without any selected cell are not returned at all.
-    assert list(store.scan("t", ALL, columns=[b"o:zz"])) == []
-    # An empty selection means every column.
-    assert list(store.scan("t", ALL, columns=[])) == list(store.scan("t", ALL))
-    # Overlaps resolve in order, as HBase builds its Scan: a column named after its
-    # family narrows the family to that column; a family named later widens it again.
-    assert list(store.scan("t", ALL, columns=[b"o", b"o:a"])) == [(b"r1", {b"o:a": b"1"})]
-    assert list(store.scan("t", ALL, columns=[b"o:a", b"o"])) == by_family
-
-
-def test_cells_of_a_row_come_back_sorted(store: HBaseStore) -> None:
-    store.put_many("t", [(b"r", {b"p:z": b"1", b"o:b": b"2", b"o:a": b"3"})])
-    ((_, cells),) = store.scan("t", ALL)
-    assert list(cells) == [b"o:a", b"o:b", b"p:z"]
-
-
-def test_keys_only(store: HBaseStore) -> None:
-    store.put_many("t", [(b"x%d" % i, {b"o:a": b"v" * 100, b"p:b": b"w"}) for i in range(10)])
-    rows = list(store.scan("t", KeyRange(b"x3", b"x6"), keys_only=True, batch_size=2))
-    assert rows == [(b"x3", {}), (b"x4", {}), (b"x5", {})]
-
-
-def test_put_is_idempotent_and_merges_cells(store: HBaseStore) -> None:
-    rows = [(b"r", {b"o:a": b"1", b"o:b": b"2"})]
-    assert store.put_many("t", rows) == 1
-    assert store.put_many("t", rows) == 1
-    first = list(store.scan("t", ALL))
-    store.put_many("t", [(b"r", {b"o:b": b"3", b"p:c": b"4"})])
-    assert first == rows
-    assert list(store.scan("t", ALL)) == [(b"r", {b"o:a": b"1", b"o:b": b"3", b"p:c": b"4"})]
-
-
-def test_put_many_counts_rows_across_batches(store: HBaseStore) -> None:
-    rows = ((b"k%04d" % i, {b"o:a": b"1"}) for i in range(1001))
-    assert store.put_many("t", rows, batch_size=100) == 1001
-    assert sum(1 for _ in store.scan("t", ALL)) == 1001
-
-
-def test_delete_range(store: HBaseStore) -> None:
-    store.put_many("t", [(k, {b"o:v": b"1", b"p:w": b"2"}) for k in KEYS])
-    assert store.delete_range("t", prefix_range(b"a")) == 4
-    assert store.delete_range("t", KeyRange(b"\xff", b"")) == 2
-    assert store.delete_range("t", KeyRange(b"\xff", b"")) == 0
-    assert keys(store.scan("t", ALL)) == [b"\x00", b"b", b"\x7f", b"\x80"]
-
-
-def test_delete_range_over_many_batches(store: HBaseStore) -> None:
-    store.put_many("t", [(b"k%05d" % i, {b"o:v": b"1"}) for i in range(2500)])
-    assert store.delete_range("t", KeyRange(b"k00100", b"k02400")) == 2300
-    assert sum(1 for _ in store.scan("t", ALL)) == 200
-
-
-def test_tables_are_separate_and_drop_removes_one(store: HBaseStore) -> None:
-    store.ensure_table("u", ["o"])
-    store.ensure_table("u", ["o"])
-    store.put_many("t", [(b"k", {b"o:a": b"t"})])
-    store.put_many("u", [(b"k", {b"o:a": b"u"})])
-    assert list(store.scan("u", ALL)) == [(b"k", {b"o:a": b"u"})]
-    store.drop_table("u")
-    store.drop_table("u")
-    assert list(store.scan("t", ALL)) == [(b"k", {b"o:a": b"t"})]
-    store.ensure_table("u", ["o"])
-    assert list(store.scan("u", ALL)) == []
 
 
 def test_table_prefixes_isolate_tests(store: HBaseStore, hbase_url: str) -> None:
@@ -204,26 +85,6 @@ def test_concurrent_ensure_table_tolerates_already_exists(hbase_url: str) -> Non
     s.put_many("race", [(b"k", {b"o:a": b"1"})])
     assert keys(s.scan("race", ALL)) == [b"k"]
     s.close()
-
-
-def test_missing_table_and_family_are_one_line_errors(store: HBaseStore) -> None:
-    with pytest.raises(ServiceUnavailable) as missing_table:
-        list(store.scan("nope", ALL))
-    with pytest.raises(ServiceUnavailable) as missing_family:
-        store.put_many("t", [(b"k", {b"q:a": b"1"})])
-    assert "TableNotFoundException" in str(missing_table.value)
-    assert "NoSuchColumnFamilyException" in str(missing_family.value)
-    for error in (missing_table.value, missing_family.value):
-        assert error.service == "hbase"
-        assert str(error).startswith(f"hbase unavailable: {store.host}:{store.port}: ")
-        assert "\n" not in str(error)
-        assert "org.apache" not in str(error)
-
-
-def test_region_starts_of_a_fresh_table(store: HBaseStore) -> None:
-    store.put_many("t", [(b"k%d" % i, {b"o:a": b"1"}) for i in range(100)])
-    assert store.region_starts("t") == []
-    assert store.region_starts("nope") == []
 
 
 def test_reconnects_once_after_a_dropped_connection(
@@ -271,12 +132,6 @@ def test_scan_survives_a_reconnect_made_by_another_call(
     # Then it reopened on the new connection right after the last row it gave out
     assert head + tail == [*rows, (b"zz", {b"o:a": b"late"})]
     assert "connection replaced; reopening scan" in caplog.text
-
-
-def test_delete_range_exactly_at_batch_boundaries(store: HBaseStore) -> None:
-    store.put_many("t", [(b"k%05d" % i, {b"o:v": b"1"}) for i in range(2000)])
-    assert store.delete_range("t", KeyRange(b"k00000", b"k01999\x00")) == 2000
-    assert list(store.scan("t", ALL)) == []
 
 
 def test_closed_store_reconnects_on_use(store: HBaseStore) -> None:
