@@ -34,6 +34,8 @@ class Settings:
     broker_url: str = "db://"
     store_url: str = f"local://{DEFAULT_DATA_DIR}/store.sqlite"
     job: str = "merchant_daily"
+    job_modules: str = ""
+    """Comma-separated modules to import for jobs that register themselves."""
     # run parameters (frozen on the run row when planned); RunParams owns the defaults
     chunk_rows: int = RunParams.chunk_rows
     reduce_buckets: int = RunParams.reduce_buckets

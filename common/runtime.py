@@ -15,6 +15,7 @@ from sqlalchemy import Engine, text
 from nightfold.common.config import Settings
 from nightfold.common.db.engine import db_errors, make_engine
 from nightfold.common.db.migrate import ensure_current
+from nightfold.common.jobs import import_job_modules
 from nightfold.common.store import open_store
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Consumer, Publisher, open_consumer, open_publisher
@@ -25,6 +26,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._engine: Engine | None = None
+        import_job_modules(settings.job_modules)
 
     def engine(self, *, check_schema: bool = True) -> Engine:
         """The database engine; by default refuses a schema not at head."""

@@ -18,8 +18,9 @@ from sqlalchemy import Engine
 from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
+from nightfold.common.db.engine import db_errors, retrying
 from nightfold.common.db.runs import RunInfo
-from nightfold.common.errors import RunFailed
+from nightfold.common.errors import RunFailed, ServiceUnavailable
 from nightfold.common.identity import is_local_and_dead, new_identity
 from nightfold.common.jobs.base import Job
 from nightfold.common.states import ChunkState, RunState, Stage
@@ -95,49 +96,94 @@ class Master:
     # -- the loop --------------------------------------------------------
     def drive(self, day: dt.date, *, rerun: bool = False) -> Outcome:
         started = time.monotonic()
-        run = self.open_run(day, rerun=rerun)
+        url, deadline = self.settings.database_url, self.settings.connect_deadline_seconds
+        run = retrying(
+            url,
+            lambda: self.open_run(day, rerun=rerun),
+            deadline=deadline,
+            what=f"master for {day}",
+        )
         if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
             log.info("run %s is already %s", run.label, run.state.value)
             return Outcome(run, run.state, run.error, 0.0)
-        self.acquire(run)
+        retrying(url, lambda: self.acquire(run), deadline=deadline, what=f"run {run.label}")
         try:
             state = self._loop(run)
         finally:
-            with self.engine.begin() as conn:
-                run_repo.release(conn, run.id, self.me)
-        with self.engine.connect() as conn:
-            final = run_repo.get_run(conn, run.id)
-        assert final is not None
+            self._release(run)
+        final = retrying(url, lambda: self._read(run.id), deadline=deadline, what=run.label)
         return Outcome(final, state, final.error, time.monotonic() - started)
 
+    def _read(self, run_id: int) -> RunInfo:
+        with self.engine.connect() as conn:
+            info = run_repo.get_run(conn, run_id)
+        assert info is not None
+        return info
+
+    def _release(self, run: RunInfo) -> None:
+        """Give up ownership so a restarted master need not wait (best effort)."""
+        try:
+            with db_errors(self.settings.database_url), self.engine.begin() as conn:
+                run_repo.release(conn, run.id, self.me)
+        except ServiceUnavailable as exc:
+            log.warning("run %s: could not release ownership: %s", run.label, exc)
+
     def _loop(self, run: RunInfo) -> RunState:
+        """Tick until the run is terminal, riding out service outages (a database,
+        broker or store restart) with backoff for up to ``connect_deadline_seconds``."""
+        deadline = self.settings.connect_deadline_seconds
+        outage_since: float | None = None
+        backoff = 0.5
         while True:
+            try:
+                with db_errors(self.settings.database_url):
+                    terminal, moved = self._tick(run.id)
+            except ServiceUnavailable as exc:
+                now = time.monotonic()
+                outage_since = outage_since or now
+                if now - outage_since > deadline:
+                    raise ServiceUnavailable(
+                        exc.service, f"{exc.detail} (gave up after {deadline:.0f}s)"
+                    ) from exc
+                log.warning("run %s: %s; retrying in %.1fs", run.label, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if outage_since is not None:
+                log.info(
+                    "run %s: services back after %.1fs", run.label, time.monotonic() - outage_since
+                )
+            outage_since, backoff = None, 0.5
+            if terminal is not None:
+                return terminal
+            if not moved:
+                time.sleep(self.settings.poll_interval)
+
+    def _tick(self, run_id: int) -> tuple[RunState | None, bool]:
+        """One pass of idempotent steps: (terminal state or None, whether anything moved)."""
+        with self.engine.begin() as conn:
+            run_repo.heartbeat(conn, run_id, self.me)
+            run = run_repo.get_run(conn, run_id)
+        assert run is not None
+        if self.on_tick is not None:
+            self.on_tick(run)
+        if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
+            return run.state, True
+        if run.cancel_requested:
             with self.engine.begin() as conn:
-                run_repo.heartbeat(conn, run.id, self.me)
-                current = run_repo.get_run(conn, run.id)
-            assert current is not None
-            run = current
-            if self.on_tick is not None:
-                self.on_tick(run)
-            if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
-                return run.state
-            if run.cancel_requested:
-                with self.engine.begin() as conn:
-                    run_repo.move(
-                        conn,
-                        run.id,
-                        (RunState.PLANNING, RunState.MAPPING, RunState.REDUCING),
-                        RunState.CANCELLED,
-                        actor=self.me,
-                        error="cancelled on request",
-                    )
-                continue
-            if run.state is RunState.PLANNING:
-                self.plan(run)
-                continue
-            if self.step(run):
-                continue
-            time.sleep(self.settings.poll_interval)
+                run_repo.move(
+                    conn,
+                    run.id,
+                    (RunState.PLANNING, RunState.MAPPING, RunState.REDUCING),
+                    RunState.CANCELLED,
+                    actor=self.me,
+                    error="cancelled on request",
+                )
+            return None, True
+        if run.state is RunState.PLANNING:
+            self.plan(run)
+            return None, True
+        return None, self.step(run)
 
     def plan(self, run: RunInfo) -> None:
         plan = compute_plan(self.store, self.job, run)

@@ -14,6 +14,8 @@ from sqlalchemy import Engine
 
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db.chunks import Claim
+from nightfold.common.db.engine import db_errors
+from nightfold.common.errors import ServiceUnavailable
 
 
 class Released(Exception):
@@ -24,12 +26,14 @@ class LeaseKeeper:
     """Beats for one claim at most every ``interval`` seconds; raises on cancel
     or shutdown, and ChunkLost (from the repository) when fenced out."""
 
-    def __init__(self, engine: Engine, claim: Claim, hard_stop: threading.Event) -> None:
+    def __init__(self, engine: Engine, url: str, claim: Claim, hard_stop: threading.Event) -> None:
         self.engine = engine
+        self.url = url
         self.claim = claim
         self.hard_stop = hard_stop
         self.interval = max(0.5, claim.run.params.lease_seconds / 4)
         self._next = time.monotonic() + self.interval
+        self._last_ok = time.monotonic()
 
     def tick(self, rows_read: int, last_key: bytes | None) -> None:
         if self.hard_stop.is_set():
@@ -38,7 +42,16 @@ class LeaseKeeper:
         if now < self._next:
             return
         self._next = now + self.interval
-        with self.engine.begin() as conn:
-            cancelled = chunk_repo.heartbeat(conn, self.claim, rows_read, last_key)
+        try:
+            with db_errors(self.url), self.engine.begin() as conn:
+                cancelled = chunk_repo.heartbeat(conn, self.claim, rows_read, last_key)
+        except ServiceUnavailable:
+            # A database blip: keep working and beat again soon, while the lease
+            # we hold still has a safe margin; past it, give the chunk up.
+            if now - self._last_ok > 0.75 * self.claim.run.params.lease_seconds:
+                raise
+            self._next = now + 1.0
+            return
+        self._last_ok = now
         if cancelled:
             raise Released("run cancelled")

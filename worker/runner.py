@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -26,9 +26,11 @@ from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import workers as worker_repo
 from nightfold.common.db.chunks import Claim
+from nightfold.common.db.engine import retrying
 from nightfold.common.errors import ChunkLost, NightfoldError, ServiceUnavailable
 from nightfold.common.identity import new_identity
 from nightfold.common.jobs import get_job
+from nightfold.common.states import ChunkState
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Consumer, Delivery
 from nightfold.worker.executor import execute
@@ -37,6 +39,7 @@ from nightfold.worker.heartbeat import LeaseKeeper, Released
 log = logging.getLogger(__name__)
 
 _STOP = object()
+T = TypeVar("T")
 
 
 class Worker:
@@ -222,8 +225,12 @@ class Worker:
     def handle(self, delivery: Delivery, store: Store) -> None:
         hint = delivery.hint
         assert hint is not None
-        with self.engine.begin() as conn:
-            claim = chunk_repo.claim(conn, hint.chunk_id, self.me)
+
+        def claim_it() -> Claim | None:
+            with self.engine.begin() as conn:
+                return chunk_repo.claim(conn, hint.chunk_id, self.me)
+
+        claim = self._db(claim_it, f"claim chunk {hint.chunk_id}")
         if claim is None:
             log.debug("worker %s: stale hint for chunk %d, dropped", self.me, hint.chunk_id)
             return
@@ -233,15 +240,18 @@ class Worker:
 
     def _execute(self, claim: Claim, store: Store) -> None:
         job = get_job(claim.run.job)
-        lease = LeaseKeeper(self.engine, claim, self.hard_stop)
+        lease = LeaseKeeper(self.engine, self.settings.database_url, claim, self.hard_stop)
         started = time.monotonic()
         try:
             result = execute(claim, store, job, lease)
-            with self.engine.begin() as conn:
-                chunk_repo.complete(conn, claim, result.rows_read, result.rows_malformed)
+
+            def complete() -> None:
+                with self.engine.begin() as conn:
+                    chunk_repo.complete(conn, claim, result.rows_read, result.rows_malformed)
+
+            self._db(complete, f"complete {claim.label}")
         except Released as exc:
-            with self.engine.begin() as conn:
-                chunk_repo.release(conn, claim, str(exc))
+            self._try_release(claim, str(exc))
             log.info("worker %s: released %s: %s", self.me, claim.label, exc)
             return
         except ChunkLost as exc:
@@ -266,9 +276,21 @@ class Worker:
             time.monotonic() - started,
         )
 
+    def _db(self, fn: Callable[[], T], what: str) -> T:
+        """A short transaction that must survive a database restart."""
+        return retrying(
+            self.settings.database_url,
+            fn,
+            deadline=self.settings.connect_deadline_seconds,
+            what=f"worker {self.me}: {what}",
+        )
+
     def _fail(self, claim: Claim, error: str) -> None:
-        with self.engine.begin() as conn:
-            state = chunk_repo.fail(conn, claim, error)
+        def fail() -> ChunkState | None:
+            with self.engine.begin() as conn:
+                return chunk_repo.fail(conn, claim, error)
+
+        state = self._db(fail, f"record failure of {claim.label}")
         if state is not None:
             log.warning(
                 "worker %s: %s failed, now %s: %s", self.me, claim.label, state.value, error

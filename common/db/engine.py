@@ -7,9 +7,11 @@ where SQLite serializes writers and the same conditional UPDATEs stay correct.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
+import tenacity
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
@@ -17,6 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from nightfold.common.errors import ConfigError, ServiceUnavailable
 from nightfold.common.urls import mask_url
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -104,3 +109,25 @@ def _short(exc: DBAPIError) -> str:
     if len(args) >= 2 and isinstance(args[0], int):
         return f"({args[0]}) {args[1]}"
     return str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+
+
+def retrying(url: str, fn: Callable[[], T], *, deadline: float, what: str) -> T:
+    """Run ``fn`` (one short transaction) until it gets through or ``deadline``
+    seconds of outage pass, backing off exponentially; database connection
+    errors are mapped to ServiceUnavailable. For steps that must not be lost
+    to a database restart (complete, fail, release, master ticks)."""
+
+    def attempt() -> T:
+        with db_errors(url):
+            return fn()
+
+    retry = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(ServiceUnavailable),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=5),
+        stop=tenacity.stop_after_delay(deadline),
+        before_sleep=lambda rs: log.warning(
+            "%s: %s; retrying", what, rs.outcome.exception() if rs.outcome else "?"
+        ),
+        reraise=True,
+    )
+    return retry(attempt)

@@ -13,6 +13,7 @@ declares ``merchant_daily`` as an entry point too, pointing at the same class).
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 from importlib import metadata
 from typing import Any
@@ -21,7 +22,7 @@ from nightfold.common.errors import ConfigError, UnknownJob
 from nightfold.common.jobs.base import Job, MapOutput
 from nightfold.common.jobs.merchant_daily import MerchantDaily
 
-__all__ = ["Job", "MapOutput", "get_job", "job_names", "register"]
+__all__ = ["Job", "MapOutput", "get_job", "import_job_modules", "job_names", "register"]
 
 ENTRY_POINT_GROUP = "nightfold.jobs"
 
@@ -103,6 +104,21 @@ def get_job(name: str) -> Job[Any]:
     if isinstance(entry, metadata.EntryPoint):
         entry = _registry[name] = _load(entry)
     return entry()
+
+
+def import_job_modules(modules: str) -> None:
+    """Import the comma-separated ``modules`` so the jobs they ``register`` exist.
+
+    The light alternative to an entry point for a job that is not packaged
+    (setting ``job_modules`` / ``NIGHTFOLD_JOB_MODULES``).
+    """
+    for name in filter(None, (m.strip() for m in modules.split(","))):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(
+                f"job module {name!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def job_names() -> list[str]:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from nightfold.common.db.engine import make_engine
 from nightfold.common.errors import RET_CONFLICT, RET_RUN_FAILED
+from nightfold.common.store import open_store
 from tests.support.databases import fresh_database
 from tests.support.pipeline import (
     Cluster,
@@ -188,3 +189,33 @@ def test_backfill_runs_every_day(cluster: Cluster, db: Engine) -> None:
     for day in ("2026-11-21", DAY):
         out = cluster.cli("verify", "--day", day)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("rows", [5_000])
+def test_poison_chunk_dies_fails_the_run_and_a_rerun_after_the_fix_succeeds(
+    cluster: Cluster, db: Engine
+) -> None:
+    store = open_store(cluster.env["NIGHTFOLD_STORE_URL"])
+    try:
+        store.put_many("nightfold_raw", [(b"00|20261122|m000001|POISON", {b"o:merchant": b"x"})])
+    finally:
+        store.close()
+    cluster.env.update(NIGHTFOLD_JOB_MODULES="tests.support.jobs", NIGHTFOLD_MAX_ATTEMPTS="2")
+    worker = cluster.worker()
+    # When the run meets a row that makes the job raise
+    master = cluster.master(DAY, "--job", "poison_daily")
+    # Then the chunk is retried up to max_attempts, dies, and the run fails with the reason
+    assert master.wait(timeout=180) == RET_RUN_FAILED, cluster.log_tail()
+    assert run_state(db) == "failed"
+    assert event_count(db, "failed") == 1 and event_count(db, "dead") == 1
+    status = cluster.cli("status", "--json")
+    assert "dead after 2 attempts" in status.stdout and "poison row" in status.stdout
+    # And after the fix, a rerun succeeds and verifies
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    cluster.env["NIGHTFOLD_TEST_POISON_FIXED"] = "1"
+    cluster.worker()
+    rerun = cluster.cli("master", "run", "--day", DAY, "--job", "poison_daily", "--rerun")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr + cluster.log_tail()
+    out = cluster.cli("verify", "--day", DAY, "--job", "poison_daily")
+    assert out.returncode == 0, out.stdout + out.stderr
