@@ -8,7 +8,7 @@ workers racing on an expired lease can only write the same value twice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nightfold.common.db.chunks import Claim
@@ -23,6 +23,7 @@ from nightfold.worker.heartbeat import LeaseKeeper
 class Result:
     rows_read: int
     rows_malformed: int
+    rejects: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def execute(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:
@@ -56,7 +57,7 @@ def run_map(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Re
         for bucket, cells in sorted(buckets.items())
     ]
     store.put_many(PARTIALS_TABLE, rows)
-    return Result(out.rows_read, out.rows_malformed)
+    return Result(out.rows_read, out.rows_malformed, out.rejects)
 
 
 def run_reduce(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:

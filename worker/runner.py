@@ -247,7 +247,9 @@ class Worker:
 
             def complete() -> None:
                 with self.engine.begin() as conn:
-                    chunk_repo.complete(conn, claim, result.rows_read, result.rows_malformed)
+                    chunk_repo.complete(
+                        conn, claim, result.rows_read, result.rows_malformed, result.rejects
+                    )
 
             self._db(complete, f"complete {claim.label}")
         except Released as exc:

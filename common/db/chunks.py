@@ -14,7 +14,7 @@ from sqlalchemy import Connection, and_, exists, func, insert, or_, select, upda
 
 from nightfold.common.db.clock import db_now, db_now_plus
 from nightfold.common.db.events import add_chunk_events, add_event
-from nightfold.common.db.models import Chunk, Run
+from nightfold.common.db.models import Chunk, QuarantinedRow, Run
 from nightfold.common.db.runs import RunInfo, get_run
 from nightfold.common.errors import ChunkLost
 from nightfold.common.keys import KeyRange
@@ -297,8 +297,19 @@ def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None
     return bool(cancelled)
 
 
-def complete(conn: Connection, c: Claim, rows_read: int, rows_malformed: int) -> None:
-    """Mark the chunk done, fenced by owner and attempt; raises ChunkLost otherwise."""
+QUARANTINE_LIMIT = 10_000
+"""Malformed rows recorded per chunk; beyond it only the counts (and HBase) keep them."""
+
+
+def complete(
+    conn: Connection,
+    c: Claim,
+    rows_read: int,
+    rows_malformed: int,
+    rejects: Sequence[tuple[bytes, str]] = (),
+) -> None:
+    """Mark the chunk done, fenced by owner and attempt, and quarantine its
+    malformed rows in the same transaction; raises ChunkLost when fenced out."""
     result = conn.execute(
         update(Chunk)
         .where(and_(*_fenced(c)))  # type: ignore[arg-type]
@@ -313,6 +324,14 @@ def complete(conn: Connection, c: Claim, rows_read: int, rows_malformed: int) ->
     )
     if result.rowcount != 1:
         raise ChunkLost(f"{c.label}: cannot complete, claim lost")
+    if rejects:
+        conn.execute(
+            insert(QuarantinedRow),
+            [
+                {"run_id": c.run.id, "chunk_idx": c.idx, "row_key": key[:512], "reason": reason}
+                for key, reason in rejects[:QUARANTINE_LIMIT]
+            ],
+        )
     add_event(
         conn,
         c.run.id,
@@ -386,3 +405,14 @@ def rows_done(conn: Connection, run_id: int) -> int:
             )
         ).scalar_one()
     )
+
+
+def quarantined(conn: Connection, run_id: int, limit: int) -> list[tuple[int, bytes, str]]:
+    """The run's quarantined rows as (chunk index, row key, reason), in chunk order."""
+    rows = conn.execute(
+        select(QuarantinedRow.chunk_idx, QuarantinedRow.row_key, QuarantinedRow.reason)
+        .where(QuarantinedRow.run_id == run_id)
+        .order_by(QuarantinedRow.chunk_idx, QuarantinedRow.id)
+        .limit(limit)
+    )
+    return [(int(i), bytes(k), str(r)) for i, k, r in rows]

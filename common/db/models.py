@@ -123,3 +123,20 @@ class RunEvent(Base):
     actor: Mapped[str | None] = mapped_column(String(128))
     attempt: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class QuarantinedRow(Base):
+    """A malformed raw row: its key and why, recorded with the chunk that met it.
+
+    Written in the same transaction as the chunk's completion (fenced), so a
+    retried chunk never records its rows twice. The row itself stays in HBase.
+    """
+
+    __tablename__ = "quarantine"
+    __table_args__ = (Index("ix_quarantine_run_id_chunk_idx", "run_id", "chunk_idx"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    chunk_idx: Mapped[int] = mapped_column(Integer)
+    row_key: Mapped[bytes] = mapped_column(Key)
+    reason: Mapped[str] = mapped_column(String(64))

@@ -22,11 +22,13 @@ P = TypeVar("P")
 
 @dataclass
 class MapOutput(Generic[P]):
-    """What one chunk's fold produced: partials by group, and row counts."""
+    """What one chunk's fold produced: partials by group, row counts, and the
+    malformed rows' keys with their reasons (quarantined, never dropped)."""
 
     partials: dict[str, P] = field(default_factory=dict)
     rows_read: int = 0
     rows_malformed: int = 0
+    rejects: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 class Job(ABC, Generic[P]):

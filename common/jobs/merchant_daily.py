@@ -196,7 +196,7 @@ class MerchantDaily(Job[MerchantPartial]):
                 column_merchant = cols[COL_MERCHANT]
             except (ValueError, KeyError):
                 bad += 1
-                self._malformed(key, cols, partials)
+                self._malformed(key, cols, out)
                 continue
             if not (
                 salt
@@ -215,14 +215,14 @@ class MerchantDaily(Job[MerchantPartial]):
                 and (ts.isdigit() or (ts[:1] == b"-" and ts[1:].isdigit()))
             ):
                 bad += 1
-                self._malformed(key, cols, partials)
+                self._malformed(key, cols, out)
                 continue
             slot = slots.get(merchant)
             if slot is None:
                 name = _text(merchant)
                 if name is None:
                     bad += 1
-                    self._malformed(key, cols, partials)
+                    self._malformed(key, cols, out)
                     continue
                 p = partials.get(name)
                 if p is None:
@@ -242,11 +242,13 @@ class MerchantDaily(Job[MerchantPartial]):
 
     @staticmethod
     def _malformed(
-        key: bytes, cols: Mapping[bytes, bytes], partials: dict[str, MerchantPartial]
+        key: bytes, cols: Mapping[bytes, bytes], out: MapOutput[MerchantPartial]
     ) -> None:
         group, reason = diagnose(key, cols)
         if reason is None:  # the inlined checks and diagnose() disagree: a bug, not data
             raise AssertionError(f"row {key!r} failed the fast checks but diagnoses as valid")
+        out.rejects.append((key, reason))
+        partials = out.partials
         p = partials.get(group)
         if p is None:
             p = partials[group] = MerchantPartial()

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nightfold.cli.options import DAY, with_runtime
+from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.status import as_dict, run_status
 from nightfold.common.errors import ConfigError
@@ -91,3 +92,29 @@ def show_cmd(rt: Runtime) -> None:
     """Print the effective settings (passwords masked)."""
     for key, value in rt.settings.masked().items():
         click.echo(f"{key} = {value}")
+
+
+@click.command("quarantine")
+@click.option("--day", type=DAY, required=True)
+@click.option("--job", default=None)
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@with_runtime(job="job")
+def quarantine_cmd(rt: Runtime, day: dt.date, limit: int, as_json: bool, **_: object) -> None:
+    """List the malformed raw rows the day's latest run set aside, with reasons."""
+    engine = rt.engine()
+    with engine.connect() as conn:
+        run = run_repo.latest_run(conn, rt.settings.job, day)
+        if run is None:
+            raise ConfigError(f"no run of {rt.settings.job} for {day}")
+        rows = chunk_repo.quarantined(conn, run.id, limit)
+    if as_json:
+        out = [
+            {"chunk": i, "key": k.decode(errors="backslashreplace"), "reason": r}
+            for i, k, r in rows
+        ]
+        click.echo(json.dumps({"run": run.label, "rows": out}, indent=2))
+        return
+    for i, key, reason in rows:
+        click.echo(f"{reason:<22} map[{i}] {key.decode(errors='backslashreplace')}")
+    click.echo(f"{len(rows)} quarantined row(s) shown for run {run.label}")

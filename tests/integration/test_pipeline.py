@@ -5,6 +5,7 @@ passes, with no done chunk redone."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -99,6 +100,13 @@ def test_two_workers_verify(cluster: Cluster, db: Engine) -> None:
     assert run_state(db) == "succeeded"
     _verify(cluster)
     _no_chunk_done_twice(db)
+    # And every malformed row is quarantined with its reason, none twice
+    status = json.loads(cluster.cli("status", "--json").stdout)
+    malformed = status["runs"][0]["rows_malformed"]
+    q = json.loads(cluster.cli("quarantine", "--day", DAY, "--limit", "100000", "--json").stdout)
+    assert malformed == int(ROWS * 0.005) and len(q["rows"]) == malformed
+    assert len({r["key"] for r in q["rows"]}) == malformed
+    assert {r["reason"] for r in q["rows"]} >= {"bad_key", "bad_amount", "bad_status"}
     # And running the master again for the same day is a no-op success
     again = cluster.cli("master", "run", "--day", DAY)
     assert again.returncode == 0, again.stderr
