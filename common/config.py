@@ -50,6 +50,10 @@ class Settings:
     master_stale_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
     connect_deadline_seconds: float = 120.0
+    metrics_port: int = 0
+    """Serve Prometheus metrics on this port (0: off)."""
+    pushgateway_url: str = ""
+    """Where the master pushes its final metrics (empty: off)."""
     log_level: str = "INFO"
     log_format: str = "human"
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from nightfold.common import metrics
 from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
@@ -63,6 +64,8 @@ class Master:
         self.job = job
         self.me = new_identity()
         self.on_tick = on_tick
+        self._next_observe = 0.0
+        self._observed_state: RunState | None = None
 
     # -- run selection ---------------------------------------------------
     def open_run(self, day: dt.date, *, rerun: bool) -> RunInfo:
@@ -112,7 +115,12 @@ class Master:
         finally:
             self._release(run)
         final = retrying(url, lambda: self._read(run.id), deadline=deadline, what=run.label)
-        return Outcome(final, state, final.error, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        metrics.RUN_DURATION.labels(run.job, run.day.isoformat()).set(seconds)
+        if final.state is RunState.SUCCEEDED:
+            metrics.LAST_SUCCESS.labels(run.job).set_to_current_time()
+        self._observe(final)
+        return Outcome(final, state, final.error, seconds)
 
     def _read(self, run_id: int) -> RunInfo:
         with self.engine.connect() as conn:
@@ -167,6 +175,7 @@ class Master:
         assert run is not None
         if self.on_tick is not None:
             self.on_tick(run)
+        self._observe(run)
         if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
             return run.state, True
         if run.cancel_requested:
@@ -185,6 +194,28 @@ class Master:
             return None, True
         return None, self.step(run)
 
+    def _observe(self, run: RunInfo, *, every: float = 2.0) -> None:
+        """Refresh the run gauges (at most every ``every`` seconds: they cost queries)."""
+        now = time.monotonic()
+        if now < self._next_observe and run.state is self._observed_state:
+            return
+        self._next_observe, self._observed_state = now + every, run.state
+        job, day = run.job, run.day.isoformat()
+        for state in RunState:
+            metrics.RUN_STATE.labels(job, day, state.value).set(1 if state is run.state else 0)
+        with self.engine.connect() as conn:
+            counts = chunk_repo.counts_by_stage(conn, run.id)
+            rows = chunk_repo.rows_done(conn, run.id)
+        in_flight = 0
+        for stage in Stage:
+            for cstate in ChunkState:
+                n = counts.get((stage.value, cstate.value), 0)
+                metrics.RUN_CHUNKS.labels(job, day, stage.value, cstate.value).set(n)
+                if cstate in (ChunkState.QUEUED, ChunkState.CLAIMED):
+                    in_flight += n
+        metrics.RUN_IN_FLIGHT.labels(job, day).set(in_flight)
+        metrics.RUN_ROWS.labels(job, day).set(rows)
+
     def plan(self, run: RunInfo) -> None:
         plan = compute_plan(self.store, self.job, run)
         with self.engine.begin() as conn:
@@ -196,6 +227,7 @@ class Master:
         params = run.params
         with self.engine.begin() as conn:
             for chunk_id in chunk_repo.reclaim_expired(conn, run.id, params.max_attempts, self.me):
+                metrics.LEASE_EXPIRIES.labels(run.job).inc()
                 log.warning("run %s: chunk %d lease expired, taken back", run.label, chunk_id)
             dead = chunk_repo.first_dead(conn, run.id)
             if dead is not None:
@@ -215,7 +247,9 @@ class Master:
                     log.info("run %s: map done, reducing", run.label)
                 run_repo.move(conn, run.id, run.state, nxt, actor=self.me)
                 return True
-        dispatch(self.engine, self.publisher, run, stage, self.me)
+        sent = dispatch(self.engine, self.publisher, run, stage, self.me)
+        if sent:
+            metrics.HINTS_PUBLISHED.labels(run.job).inc(sent)
         return False
 
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
+from nightfold.common import metrics
 from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import workers as worker_repo
@@ -29,8 +30,8 @@ from nightfold.common.db.chunks import Claim
 from nightfold.common.db.engine import retrying
 from nightfold.common.errors import ChunkLost, NightfoldError, ServiceUnavailable
 from nightfold.common.identity import new_identity
-from nightfold.common.jobs import get_job
-from nightfold.common.states import ChunkState
+from nightfold.common.jobs import Job, get_job
+from nightfold.common.states import ChunkState, Stage
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Consumer, Delivery
 from nightfold.worker.executor import execute
@@ -132,7 +133,10 @@ class Worker:
                     if delivery is None:
                         self._in_flight.release()
                         continue
+                    if delivery.extra.get("redelivered"):
+                        metrics.MESSAGES_REDELIVERED.inc()
                     if delivery.hint is None:
+                        metrics.MESSAGES_DEAD_LETTERED.inc()
                         log.warning(
                             "worker %s: dead-lettering malformed message: %s",
                             self.me,
@@ -241,6 +245,19 @@ class Worker:
     def _execute(self, claim: Claim, store: Store) -> None:
         job = get_job(claim.run.job)
         lease = LeaseKeeper(self.engine, self.settings.database_url, claim, self.hard_stop)
+        labels = (claim.run.job, claim.stage.value)
+        metrics.CHUNKS_CLAIMED.labels(*labels).inc()
+        metrics.WORKER_BUSY.inc()
+        started = time.monotonic()
+        try:
+            self._attempt(claim, store, job, lease, labels)
+        finally:
+            metrics.WORKER_BUSY.dec()
+            metrics.CHUNK_SECONDS.labels(*labels).observe(time.monotonic() - started)
+
+    def _attempt(
+        self, claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper, labels: tuple[str, str]
+    ) -> None:
         started = time.monotonic()
         try:
             result = execute(claim, store, job, lease)
@@ -254,9 +271,11 @@ class Worker:
             self._db(complete, f"complete {claim.label}")
         except Released as exc:
             self._try_release(claim, str(exc))
+            metrics.CHUNKS_RELEASED.labels(*labels).inc()
             log.info("worker %s: released %s: %s", self.me, claim.label, exc)
             return
         except ChunkLost as exc:
+            metrics.CHUNKS_LOST.labels(*labels).inc()
             log.warning("worker %s: %s", self.me, exc)
             return
         except ServiceUnavailable:
@@ -270,6 +289,10 @@ class Worker:
             self._fail(claim, f"{type(exc).__name__}: {exc}")
             return
         self.chunks_done += 1
+        metrics.CHUNKS_COMPLETED.labels(*labels).inc()
+        if claim.stage is Stage.MAP:
+            metrics.ROWS_SCANNED.labels(labels[0]).inc(result.rows_read)
+            metrics.ROWS_MALFORMED.labels(labels[0]).inc(result.rows_malformed)
         log.info(
             "worker %s: done %s: %d rows in %.2fs",
             self.me,
@@ -293,6 +316,11 @@ class Worker:
                 return chunk_repo.fail(conn, claim, error)
 
         state = self._db(fail, f"record failure of {claim.label}")
+        labels = (claim.run.job, claim.stage.value)
+        if state is ChunkState.DEAD:
+            metrics.CHUNKS_DEAD.labels(*labels).inc()
+        elif state is ChunkState.PENDING:
+            metrics.CHUNKS_RETRIED.labels(*labels).inc()
         if state is not None:
             log.warning(
                 "worker %s: %s failed, now %s: %s", self.me, claim.label, state.value, error

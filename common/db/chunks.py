@@ -78,6 +78,16 @@ def counts_by_state(conn: Connection, run_id: int, stage: Stage | None = None) -
     return {state: int(n) for state, n in conn.execute(q)}
 
 
+def counts_by_stage(conn: Connection, run_id: int) -> dict[tuple[str, str], int]:
+    """Chunks of the run by (stage, state)."""
+    q = (
+        select(Chunk.stage, Chunk.state, func.count())
+        .where(Chunk.run_id == run_id)
+        .group_by(Chunk.stage, Chunk.state)
+    )
+    return {(str(stage), str(state)): int(n) for stage, state, n in conn.execute(q)}
+
+
 def open_window(
     conn: Connection, run_id: int, stage: Stage, max_in_flight: int, actor: str
 ) -> list[int]:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from nightfold.common.db import workers as worker_repo
+from nightfold.common.db.chunks import counts_by_stage
 from nightfold.common.db.clock import db_now
 from nightfold.common.db.models import Chunk, Run
 from nightfold.common.db.runs import list_runs
@@ -44,12 +45,8 @@ def run_status(conn: Connection, *, day: dt.date | None, limit: int = 5) -> list
     out: list[RunStatus] = []
     for run in list_runs(conn, day=day, limit=limit):
         st = RunStatus(run.id, run.label, run.state.value, run.cancel_requested, run.error)
-        for stage, state, n in conn.execute(
-            select(Chunk.stage, Chunk.state, func.count())
-            .where(Chunk.run_id == run.id)
-            .group_by(Chunk.stage, Chunk.state)
-        ):
-            st.chunks.setdefault(stage, {})[state] = int(n)
+        for (stage, state), n in counts_by_stage(conn, run.id).items():
+            st.chunks.setdefault(stage, {})[state] = n
         rows, bad = conn.execute(
             select(
                 func.coalesce(func.sum(Chunk.rows_read), 0),

@@ -7,6 +7,7 @@ import datetime as dt
 import click
 
 from nightfold.cli.options import DAY, day_span, with_runtime
+from nightfold.common import metrics
 from nightfold.common.errors import ConfigError, RunFailed
 from nightfold.common.jobs import get_job
 from nightfold.common.runtime import Runtime
@@ -34,6 +35,8 @@ def master() -> None:
 @click.option(
     "--salt-buckets", type=click.IntRange(min=1, max=100), help="Salt buckets of raw keys."
 )
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve /metrics here (0: off).")
+@click.option("--pushgateway-url", help="Push final metrics to this Pushgateway.")
 @with_runtime(
     job="job",
     chunk_rows="chunk_rows",
@@ -42,6 +45,8 @@ def master() -> None:
     max_attempts="max_attempts",
     lease_seconds="lease_seconds",
     salt_buckets="salt_buckets",
+    metrics_port="metrics_port",
+    pushgateway_url="pushgateway_url",
 )
 def run_cmd(
     rt: Runtime,
@@ -62,6 +67,7 @@ def run_cmd(
     days = [day] if day is not None else day_span(from_day, to_day)  # type: ignore[arg-type]
     job = get_job(rt.settings.job)
     engine = rt.engine()
+    metrics.serve(rt.settings.metrics_port or None)
     store = rt.store()
     publisher = rt.publisher()
     failures: list[str] = []
@@ -78,6 +84,7 @@ def run_cmd(
     finally:
         publisher.close()
         store.close()
+        metrics.push(rt.settings.pushgateway_url, "nightfold_master", {"job": job.name})
     if failures:
         hint = "" if rerun else "; use --rerun to start a new generation"
         raise RunFailed(f"{len(failures)} run(s) did not succeed: {', '.join(failures)}{hint}")

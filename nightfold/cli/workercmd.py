@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from nightfold.cli.options import with_runtime
+from nightfold.common import metrics
 from nightfold.common.runtime import Runtime
 from nightfold.worker.runner import Worker
 
@@ -28,10 +29,12 @@ def worker() -> None:
     default=None,
     help="Exit after this many chunks (tests, benchmarks).",
 )
-@with_runtime()
-def run_cmd(rt: Runtime, concurrency: int, max_chunks: int | None) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve /metrics here (0: off).")
+@with_runtime(metrics_port="metrics_port")
+def run_cmd(rt: Runtime, concurrency: int, max_chunks: int | None, **_: object) -> None:
     """Run a worker until SIGTERM (graceful) or a second signal (at once)."""
     engine = rt.engine()
+    metrics.serve(rt.settings.metrics_port or None)
     w = Worker(
         rt.settings,
         engine,

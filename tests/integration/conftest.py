@@ -11,14 +11,20 @@ makes and cleans up the namespace.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import happybase
 import pytest
+from sqlalchemy import Engine
 
+from nightfold.common.db.engine import make_engine
 from nightfold.common.store import HBaseURL, mask_url, parse_store_url
+from tests.support.databases import fresh_database
+from tests.support.pipeline import PIPELINE_DAY, PIPELINE_ROWS, Cluster
 from tests.support.services import require_service, unique_name
 
 PROBE_TIMEOUT_MS = 5000
@@ -116,3 +122,48 @@ def broker_url(rabbitmq_service_url: str) -> Iterator[str]:
         ch.queue_delete(f"{queue}.dead")
     finally:
         conn.close()
+
+
+# -- the pipeline as processes ---------------------------------------------------------
+
+
+@pytest.fixture
+def rows() -> int:
+    """Rows seeded for a test; a test may parametrize ``rows`` to use fewer."""
+    return PIPELINE_ROWS
+
+
+@pytest.fixture(params=["embedded", "real"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path, rows: int) -> Iterator[Cluster]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTFOLD_")}
+    env.update(
+        NIGHTFOLD_CHUNK_ROWS="10000",
+        NIGHTFOLD_LEASE_SECONDS="4",
+        NIGHTFOLD_MAX_IN_FLIGHT="8",
+        NIGHTFOLD_LOG_LEVEL="INFO",
+        NIGHTFOLD_MASTER_STALE_SECONDS="10",
+    )
+    kind = "sqlite" if request.param == "embedded" else "mariadb"
+    with fresh_database(kind, tmp_path) as db_url:
+        env["NIGHTFOLD_DATABASE_URL"] = db_url
+        if request.param == "embedded":
+            env["NIGHTFOLD_STORE_URL"] = f"local://{tmp_path / 'store.sqlite'}"
+            env["NIGHTFOLD_BROKER_URL"] = "db://"
+        else:
+            env["NIGHTFOLD_STORE_URL"] = request.getfixturevalue("hbase_url")
+            env["NIGHTFOLD_BROKER_URL"] = request.getfixturevalue("broker_url")
+        c = Cluster(env=env, logs=tmp_path)
+        for args in (("db", "upgrade"), ("seed", "--day", PIPELINE_DAY, "--rows", str(rows))):
+            res = c.cli(*args)
+            assert res.returncode == 0, res.stderr
+        try:
+            yield c
+        finally:
+            c.stop_all()
+
+
+@pytest.fixture
+def db(cluster: Cluster) -> Iterator[Engine]:
+    engine = make_engine(cluster.env["NIGHTFOLD_DATABASE_URL"])
+    yield engine
+    engine.dispose()

@@ -6,19 +6,16 @@ passes, with no done chunk redone."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
-from nightfold.common.db.engine import make_engine
 from nightfold.common.errors import RET_CONFLICT, RET_RUN_FAILED
 from nightfold.common.store import open_store
-from tests.support.databases import fresh_database
 from tests.support.pipeline import (
+    PIPELINE_DAY,
+    PIPELINE_ROWS,
     Cluster,
     chunk_counts,
     claimed_by,
@@ -29,52 +26,10 @@ from tests.support.pipeline import (
     wait_for,
 )
 
-DAY = "2026-11-22"
-ROWS = 200_000
+DAY = PIPELINE_DAY
+ROWS = PIPELINE_ROWS
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def rows() -> int:
-    """Rows seeded for a test; a test may parametrize ``rows`` to use fewer."""
-    return ROWS
-
-
-@pytest.fixture(params=["embedded", "real"])
-def cluster(request: pytest.FixtureRequest, tmp_path: Path, rows: int) -> Iterator[Cluster]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTFOLD_")}
-    env.update(
-        NIGHTFOLD_CHUNK_ROWS="10000",
-        NIGHTFOLD_LEASE_SECONDS="4",
-        NIGHTFOLD_MAX_IN_FLIGHT="8",
-        NIGHTFOLD_LOG_LEVEL="INFO",
-        NIGHTFOLD_MASTER_STALE_SECONDS="10",
-    )
-    kind = "sqlite" if request.param == "embedded" else "mariadb"
-    with fresh_database(kind, tmp_path) as db_url:
-        env["NIGHTFOLD_DATABASE_URL"] = db_url
-        if request.param == "embedded":
-            env["NIGHTFOLD_STORE_URL"] = f"local://{tmp_path / 'store.sqlite'}"
-            env["NIGHTFOLD_BROKER_URL"] = "db://"
-        else:
-            env["NIGHTFOLD_STORE_URL"] = request.getfixturevalue("hbase_url")
-            env["NIGHTFOLD_BROKER_URL"] = request.getfixturevalue("broker_url")
-        c = Cluster(env=env, logs=tmp_path)
-        for args in (("db", "upgrade"), ("seed", "--day", DAY, "--rows", str(rows))):
-            res = c.cli(*args)
-            assert res.returncode == 0, res.stderr
-        try:
-            yield c
-        finally:
-            c.stop_all()
-
-
-@pytest.fixture
-def db(cluster: Cluster) -> Iterator[Engine]:
-    engine = make_engine(cluster.env["NIGHTFOLD_DATABASE_URL"])
-    yield engine
-    engine.dispose()
 
 
 def _verify(cluster: Cluster) -> None:

@@ -17,6 +17,10 @@ from sqlalchemy import Engine, func, select
 
 from nightfold.common.db.models import Chunk, Run, RunEvent
 
+PIPELINE_DAY = "2026-11-22"
+PIPELINE_ROWS = 200_000
+"""The day and size the pipeline tests seed (a test may parametrize ``rows``)."""
+
 
 @dataclass
 class Cluster:
