@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
+from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
+from rich.live import Live
 
 from nightfold.cli.options import DAY, with_runtime
+from nightfold.cli.statusview import render
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
+from nightfold.common.db.engine import db_errors
 from nightfold.common.db.status import as_dict, run_status
 from nightfold.common.errors import ConfigError
 from nightfold.common.runtime import Runtime
@@ -20,48 +24,34 @@ from nightfold.common.runtime import Runtime
 @click.command("status")
 @click.option("--day", type=DAY, default=None, help="Only runs of this day.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", is_flag=True, help="Refresh live until interrupted.")
+@click.option("--interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True)
 @click.option("--limit", type=click.IntRange(1, 1000), default=5, show_default=True)
 @with_runtime()
-def status_cmd(rt: Runtime, day: dt.date | None, as_json: bool, limit: int) -> None:
-    """Runs with stage progress, rows/s, live workers and the slowest chunks."""
+def status_cmd(
+    rt: Runtime, day: dt.date | None, as_json: bool, watch: bool, interval: float, limit: int
+) -> None:
+    """Runs with stage progress, rows/s, ETA, live workers and the slowest chunks."""
     engine = rt.engine()
-    with engine.connect() as conn:
-        data = as_dict(conn, run_status(conn, day=day, limit=limit), alive_within=30)
+
+    def snapshot() -> dict[str, Any]:
+        with db_errors(rt.settings.database_url), engine.connect() as conn:
+            return as_dict(conn, run_status(conn, day=day, limit=limit), alive_within=30)
+
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(snapshot(), indent=2, default=str))
         return
     console = Console()
-    if not data["runs"]:
-        console.print("no runs yet")
-    for r in data["runs"]:
-        table = Table(
-            title=f"run {r['label']} [{r['state']}]"
-            + (" (cancel requested)" if r["cancel_requested"] else "")
-        )
-        for col in ("stage", "pending", "queued", "claimed", "done", "dead", "total"):
-            table.add_column(col, justify="right")
-        for stage in ("map", "reduce"):
-            counts = r["chunks"].get(stage, {})
-            cells = [
-                str(counts.get(k, 0)) for k in ("pending", "queued", "claimed", "done", "dead")
-            ]
-            table.add_row(stage, *cells, str(sum(counts.values())))
-        console.print(table)
-        rate = f"{r['rows_per_s']:,.0f} rows/s" if r["rows_per_s"] else "-"
-        console.print(
-            f"  rows {r['rows_read']:,} (malformed {r['rows_malformed']:,}), {rate}, "
-            f"elapsed {r['elapsed_s'] or 0:.1f}s"
-        )
-        if r["error"]:
-            console.print(f"  error: {r['error']}")
-        for c in r["slowest"][:3]:
-            console.print(
-                f"  slow: {c['stage']}[{c['idx']}] {c['state']} {c['seconds']:.2f}s "
-                f"{c['rows']} rows {c['owner'] or ''}"
-            )
-    console.print(f"workers alive: {len(data['workers'])}")
-    for w in data["workers"]:
-        console.print(f"  {w['id']} chunk={w['current_chunk'] or '-'} seen {w['last_seen_at']}")
+    if not watch:
+        console.print(render(snapshot()))
+        return
+    with Live(render(snapshot()), console=console, screen=False, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(render(snapshot()), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 @click.command("cancel")

@@ -360,15 +360,41 @@ def _final_stage_value(keyword: str) -> str:
 
 
 def nightfold_args(argv: list[str], compose: dict[str, Any]) -> list[str] | None:
-    """What follows `nightfold` in a command line, directly or through
+    """What follows `nightfold` in a command line that starts with it (after any
+    VAR=value, sudo, env or exec), directly or through
     `docker compose ... run [opts] SERVICE args`; None if it runs no nightfold."""
-    for i, token in enumerate(argv):
-        if os.path.basename(token) == "nightfold":
-            return argv[i + 1 :]
-    for i, token in enumerate(argv):
-        if os.path.basename(token) == "docker" and argv[i + 1 : i + 2] == ["compose"]:
-            return _compose_run_args(argv[i + 2 :], compose)
+    i = 0
+    while i < len(argv) and (
+        re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", argv[i]) or argv[i] in _PREFIXES
+    ):
+        i += 1
+    if i >= len(argv):
+        return None
+    program = argv[i]
+    if program == "nightfold" or program.endswith("/bin/nightfold"):
+        return argv[i + 1 :]
+    if os.path.basename(program) == "docker" and argv[i + 1 : i + 2] == ["compose"]:
+        return _compose_run_args(argv[i + 2 :], compose)
+    if os.path.basename(program) == "docker" and argv[i + 1 : i + 2] == ["run"]:
+        return _docker_run_args(argv[i + 2 :], compose)
     return None
+
+
+_DOCKER_RUN_FLAGS = {"-d", "--detach", "--rm", "--init", "-i", "-t", "-it", "--read-only"}
+
+
+def _docker_run_args(rest: list[str], compose: dict[str, Any]) -> list[str] | None:
+    """`docker run [opts] IMAGE args` of the nightfold image."""
+    i = 0
+    while i < len(rest) and rest[i].startswith("-"):
+        i += 1 if rest[i] in _DOCKER_RUN_FLAGS or "=" in rest[i] else 2
+    image, args = rest[i], rest[i + 1 :]
+    if image.rsplit("/", 1)[-1].split(":")[0] != "nightfold":
+        return None
+    return nightfold_args([*image_entrypoint(), *(args or image_cmd())], compose)
+
+
+_PREFIXES = {"sudo", "env", "exec"}
 
 
 def _compose_run_args(rest: list[str], compose: dict[str, Any]) -> list[str] | None:
@@ -401,12 +427,12 @@ def docs_command_lines() -> list[str]:
     in_block = False
     pending = ""
     for raw in DOCS.read_text().splitlines():
-        if raw.startswith("```"):
+        if raw.strip().startswith("```"):
             in_block = not in_block and raw.strip() in ("```sh", "```bash", "```console")
             continue
         if not in_block:
             continue
-        line = pending + raw.split("  #", 1)[0].strip()
+        line = pending + raw.strip().split("  #", 1)[0].strip()
         if line.endswith("\\"):
             pending = line[:-1] + " "
             continue

@@ -18,13 +18,16 @@ import pytest
 from nightfold.common.config import Settings
 from tests.deploy.deployfiles import (
     COMPOSE_FILE,
+    DEPLOY,
     ENV_EXAMPLE,
     REPO,
     MissingVariable,
     commented_env_keys,
     compose_test_env,
+    dockerfile_stages,
     interpolate,
     load_compose,
+    load_yaml_documents,
     read_env_file,
     required_variables,
 )
@@ -99,7 +102,9 @@ def test_credentials_come_only_from_the_env_file() -> None:
     with pytest.raises(MissingVariable):
         load_compose(read_env_file(ENV_EXAMPLE))
     # no literal password anywhere: every password-like value is an interpolation
-    for m in re.finditer(r"(PASSWORD|PASS)\s*:\s*(\S+)", text):
+    secrets = list(re.finditer(r"^\s*([A-Z_]*(?:PASSWORD|PASS)):\s+(\S+)", text, re.MULTILINE))
+    assert len(secrets) >= 4
+    for m in secrets:
         assert m.group(2).startswith("${"), m.group(0)
     userinfo = re.findall(r"://([^@\n]*)@", text)
     assert len(userinfo) >= 2
@@ -197,3 +202,32 @@ def test_defaults_are_nightfold_settings(compose: dict[str, Any]) -> None:
     for key in env:
         if key.startswith("NIGHTFOLD_"):
             assert key.removeprefix("NIGHTFOLD_").lower() in fields, key
+
+
+def test_build_targets_exist(compose: dict[str, Any]) -> None:
+    stages = dockerfile_stages()
+    targets = {s["build"]["target"] for s in compose["services"].values() if "build" in s}
+    assert targets == {"nightfold", "hbase"}
+    assert targets <= set(stages)
+
+
+def test_prometheus_and_grafana_provisioning(compose: dict[str, Any]) -> None:
+    (prometheus,) = load_yaml_documents(DEPLOY / "prometheus" / "prometheus.yml")
+    # alert rules and metric names belong to the observability work: none invented here
+    assert "rule_files" not in prometheus and "alerting" not in prometheus
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    for name, service in (("nightfold-worker", "worker"), ("nightfold-master", "master")):
+        (sd,) = jobs[name]["dns_sd_configs"]
+        assert sd["names"] == [service] and service in compose["services"]
+        assert sd["port"] == 9100
+    (datasources,) = load_yaml_documents(
+        DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
+    )
+    (source,) = datasources["datasources"]
+    assert source["url"] == "http://prometheus:9090" and "prometheus" in compose["services"]
+    (dashboards,) = load_yaml_documents(
+        DEPLOY / "grafana" / "provisioning" / "dashboards" / "nightfold.yml"
+    )
+    (provider,) = dashboards["providers"]
+    grafana_mounts = compose["services"]["grafana"]["volumes"]
+    assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in grafana_mounts

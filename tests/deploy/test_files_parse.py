@@ -50,7 +50,7 @@ def test_yaml_parses(path: Path) -> None:
 
 def test_owned_folders_hold_only_known_kinds_of_file() -> None:
     """So that the parametrized checks here really see every file."""
-    known = (".yml", ".yaml", ".service", ".timer", ".md", ".example")
+    known = (".yml", ".yaml", ".json", ".service", ".timer", ".md", ".example")
     unknown = [
         p
         for p in owned_files("")
@@ -59,9 +59,10 @@ def test_owned_folders_hold_only_known_kinds_of_file() -> None:
     assert not unknown
 
 
-@pytest.mark.parametrize("path", owned_files(".json"), ids=lambda p: p.name)
-def test_json_parses(path: Path) -> None:
-    json.loads(path.read_text())
+def test_json_parses() -> None:
+    """Grafana dashboards, once the observability work adds them."""
+    for path in owned_files(".json"):
+        json.loads(path.read_text())
 
 
 def test_toml_example_is_valid_nightfold_settings() -> None:
