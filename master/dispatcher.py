@@ -16,16 +16,30 @@ from nightfold.common.transport import Hint, Publisher
 
 
 def dispatch(engine: Engine, publisher: Publisher, run: RunInfo, stage: Stage, me: str) -> int:
-    """One outbox step for ``stage`` of ``run``; returns how many hints went out."""
+    """One outbox step for ``stage`` of ``run``; returns how many hints went out.
+
+    A queued chunk nobody claimed for ``republish_seconds`` may have lost its
+    hint, so it is published again, unless the broker still holds at least as
+    many ready hints as the run has queued chunks: then the hints are merely
+    waiting for a free worker, and republishing would only grow the queue.
+    """
     params = run.params
     with engine.begin() as conn:
         chunk_repo.open_window(conn, run.id, stage, params.max_in_flight, me)
     with engine.connect() as conn:
         due = chunk_repo.due_for_publish(conn, run.id, params.republish_seconds)
+        queued = chunk_repo.queued_count(conn, run.id) if any(d[3] for d in due) else 0
         conn.rollback()
     if not due:
         return 0
-    publisher.publish([Hint(run.id, cid, st, idx) for cid, st, idx in due])
+    send = due
+    if queued:
+        backlog = publisher.backlog()
+        if backlog is not None and backlog >= queued:
+            send = [d for d in due if not d[3]]
+    if send:
+        publisher.publish([Hint(run.id, cid, st, idx) for cid, st, idx, _ in send])
     with engine.begin() as conn:
-        chunk_repo.mark_published(conn, [cid for cid, _, _ in due])
-    return len(due)
+        # the hints held back count as published now: look again after republish_seconds
+        chunk_repo.mark_published(conn, [cid for cid, _, _, _ in due])
+    return len(send)

@@ -131,10 +131,11 @@ def open_window(
 
 def due_for_publish(
     conn: Connection, run_id: int, republish_seconds: float, limit: int = 10_000
-) -> list[tuple[int, str, int]]:
-    """Queued chunks whose hint was never published, or not claimed long after it was."""
+) -> list[tuple[int, str, int, bool]]:
+    """Queued chunks whose hint was never published, or not claimed long after
+    it was, as (chunk, stage, idx, published before)."""
     rows = conn.execute(
-        select(Chunk.id, Chunk.stage, Chunk.idx)
+        select(Chunk.id, Chunk.stage, Chunk.idx, Chunk.published_at.is_not(None))
         .where(
             Chunk.run_id == run_id,
             Chunk.state == ChunkState.QUEUED.value,
@@ -146,7 +147,17 @@ def due_for_publish(
         .order_by(Chunk.idx)
         .limit(limit)
     )
-    return [(int(r[0]), str(r[1]), int(r[2])) for r in rows]
+    return [(int(r[0]), str(r[1]), int(r[2]), bool(r[3])) for r in rows]
+
+
+def queued_count(conn: Connection, run_id: int) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                Chunk.run_id == run_id, Chunk.state == ChunkState.QUEUED.value
+            )
+        ).scalar_one()
+    )
 
 
 def mark_published(conn: Connection, chunk_ids: Sequence[int]) -> None:

@@ -30,6 +30,10 @@ class Publisher(Protocol):
     def publish(self, hints: Sequence[Hint]) -> None:
         """Send hints durably (confirmed by the broker) or raise ServiceUnavailable."""
 
+    def backlog(self) -> int | None:
+        """Hints ready in the broker's queue, or None where there is no broker."""
+        ...
+
     def close(self) -> None: ...
 
 

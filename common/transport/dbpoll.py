@@ -24,6 +24,9 @@ class DbPollPublisher:
     def publish(self, hints: Sequence[Hint]) -> None:
         return None
 
+    def backlog(self) -> int | None:
+        return None
+
     def close(self) -> None:
         return None
 

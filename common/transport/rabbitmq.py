@@ -113,6 +113,15 @@ class RabbitPublisher:
                     mandatory=True,
                 )
 
+    def backlog(self) -> int | None:
+        """Ready messages in the work queue (a passive declare on our channel)."""
+        if self._conn is None or not self._conn.is_open:
+            self._connect()
+        with amqp_errors(self.url):
+            return int(
+                self._channel.queue_declare(queue=self.queue, passive=True).method.message_count
+            )
+
     def close(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None and conn.is_open:

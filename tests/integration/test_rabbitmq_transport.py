@@ -3,12 +3,22 @@ prefetch, acks from another thread, garbage to the dead-letter queue."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
+import time
 
 import pika
+from sqlalchemy import Engine
 
+from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db import runs as run_repo
+from nightfold.common.db.chunks import ChunkSpec
+from nightfold.common.db.runs import RunParams
+from nightfold.common.keys import KeyRange
+from nightfold.common.states import RunState, Stage
 from nightfold.common.transport.messages import Hint
 from nightfold.common.transport.rabbitmq import RabbitConsumer, RabbitPublisher, queue_depth
+from nightfold.master.dispatcher import dispatch
 
 
 def _drain(consumer: RabbitConsumer, n: int, timeout: float = 10) -> list:  # type: ignore[type-arg]
@@ -77,3 +87,35 @@ def test_garbage_is_dead_lettered(broker_url: str) -> None:
     finally:
         consumer.close()
     assert queue_depth(broker_url) == (0, 1)
+
+
+def test_republish_does_not_grow_a_waiting_queue(engine: Engine, broker_url: str) -> None:
+    # Given a run whose window holds 3 queued chunks and no worker to take them
+    params = RunParams(max_in_flight=3, republish_seconds=0.2)
+    with engine.begin() as conn:
+        run = run_repo.create_run(conn, "merchant_daily", dt.date(2026, 11, 22), 1, params, "t")
+        assert run is not None
+        run_repo.move(conn, run.id, RunState.PLANNING, RunState.MAPPING, actor="t")
+        specs = [
+            ChunkSpec(Stage.MAP, i, KeyRange(b"k%02d" % i, b"k%02d" % (i + 1))) for i in range(8)
+        ]
+        chunk_repo.insert_plan(conn, run.id, specs)
+    pub = RabbitPublisher(broker_url)
+    try:
+        # When the master's outbox step runs again and again past republish_seconds
+        sent = [dispatch(engine, pub, run, Stage.MAP, "m")]
+        for _ in range(5):
+            time.sleep(0.3)
+            sent.append(dispatch(engine, pub, run, Stage.MAP, "m"))
+        # Then the hints still waiting in the broker are not published again
+        assert sent == [3, 0, 0, 0, 0, 0]
+        assert queue_depth(broker_url) == (3, 0)
+        # But a lost hint (the queue emptied behind our back) is published again
+        purge = pika.BlockingConnection(pika.URLParameters(broker_url.split("?", 1)[0]))
+        purge.channel().queue_purge(broker_url.split("queue=", 1)[1].split("&", 1)[0])
+        purge.close()
+        time.sleep(0.3)
+        assert dispatch(engine, pub, run, Stage.MAP, "m") == 3
+        assert queue_depth(broker_url) == (3, 0)
+    finally:
+        pub.close()

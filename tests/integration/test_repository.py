@@ -156,11 +156,14 @@ def test_publish_outbox_and_republish(engine: Engine) -> None:
     with engine.begin() as conn:
         ids = chunk_repo.open_window(conn, run.id, Stage.MAP, 2, "m")
         due = chunk_repo.due_for_publish(conn, run.id, 60)
-        assert sorted(c for c, _, _ in due) == sorted(ids)
+        assert sorted(c for c, _, _, _ in due) == sorted(ids)
+        assert not any(again for _, _, _, again in due)
         chunk_repo.mark_published(conn, ids)
         assert chunk_repo.due_for_publish(conn, run.id, 60) == []
         # a hint not claimed long after publishing is published again
-        assert len(chunk_repo.due_for_publish(conn, run.id, -1)) == 2
+        again = chunk_repo.due_for_publish(conn, run.id, -1)
+        assert len(again) == 2 and all(a for _, _, _, a in again)
+        assert chunk_repo.queued_count(conn, run.id) == 2
 
 
 def test_master_ownership(engine: Engine) -> None:
