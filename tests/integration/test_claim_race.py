@@ -1,0 +1,82 @@
+"""Many processes racing to claim the same chunks: each chunk is claimed by one
+worker at a time and completed exactly once, on SQLite and on MariaDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+
+from sqlalchemy import Engine, func, select
+
+from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db import runs as run_repo
+from nightfold.common.db.chunks import ChunkSpec
+from nightfold.common.db.engine import make_engine
+from nightfold.common.db.models import RunEvent
+from nightfold.common.db.runs import RunParams
+from nightfold.common.keys import KeyRange
+from nightfold.common.states import RunState, Stage
+
+CHUNKS = 120
+RACERS = 6
+
+
+def _race(url: str, me: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    engine = make_engine(url)
+    won = 0
+    barrier.wait()
+    while True:
+        with engine.connect() as conn:
+            found = chunk_repo.claimable(conn, 10)
+            conn.rollback()
+        if not found:
+            break
+        for chunk_id, *_ in found:  # everyone goes for the same candidates
+            with engine.begin() as conn:
+                claim = chunk_repo.claim(conn, chunk_id, me)
+            if claim is not None:
+                with engine.begin() as conn:
+                    chunk_repo.complete(conn, claim, 1, 0)
+                won += 1
+    engine.dispose()
+    out.put(won)
+
+
+def test_racing_claims_complete_each_chunk_once(engine: Engine, database_url: str) -> None:
+    # Given a run with every chunk queued
+    with engine.begin() as conn:
+        run = run_repo.create_run(
+            conn, "merchant_daily", dt.date(2026, 11, 22), 1, RunParams(max_in_flight=CHUNKS), "t"
+        )
+        assert run is not None
+        run_repo.move(conn, run.id, RunState.PLANNING, RunState.MAPPING, actor="t")
+        specs = [
+            ChunkSpec(Stage.MAP, i, KeyRange(b"k%04d" % i, b"k%04d" % (i + 1)))
+            for i in range(CHUNKS)
+        ]
+        chunk_repo.insert_plan(conn, run.id, specs)
+        chunk_repo.open_window(conn, run.id, Stage.MAP, CHUNKS, "t")
+    # When several processes race for them
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(RACERS), ctx.Queue()
+    procs = [
+        ctx.Process(target=_race, args=(database_url, f"racer{i}", barrier, out))
+        for i in range(RACERS)
+    ]
+    for p in procs:
+        p.start()
+    wins = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    # Then every chunk was won exactly once, and claimed once, and done once
+    assert sum(wins) == CHUNKS
+    with engine.connect() as conn:
+        for kind in ("claimed", "done"):
+            per_chunk = conn.execute(
+                select(RunEvent.chunk_id, func.count())
+                .where(RunEvent.kind == kind)
+                .group_by(RunEvent.chunk_id)
+            ).all()
+            assert len(per_chunk) == CHUNKS and {n for _, n in per_chunk} == {1}
+        assert chunk_repo.counts_by_state(conn, run.id, Stage.MAP) == {"done": CHUNKS}
