@@ -19,6 +19,7 @@ from nightfold.common.db.engine import db_errors
 from nightfold.common.db.status import as_dict, run_status
 from nightfold.common.errors import ConfigError
 from nightfold.common.runtime import Runtime
+from nightfold.master.gc import collect
 
 
 @click.command("status")
@@ -108,3 +109,26 @@ def quarantine_cmd(rt: Runtime, day: dt.date, limit: int, as_json: bool, **_: ob
     for i, key, reason in rows:
         click.echo(f"{reason:<22} map[{i}] {key.decode(errors='backslashreplace')}")
     click.echo(f"{len(rows)} quarantined row(s) shown for run {run.label}")
+
+
+@click.command("gc")
+@click.option("--day", type=DAY, required=True)
+@click.option("--job", default=None)
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Also the latest succeeded run's partials (its reduce can then not be redone).",
+)
+@with_runtime(job="job")
+def gc_cmd(rt: Runtime, day: dt.date, everything: bool, **_: object) -> None:
+    """Delete map partials of the day's finished runs (summaries are kept)."""
+    engine = rt.engine()
+    store = rt.store()
+    try:
+        done = collect(engine, store, rt.settings.job, day, everything=everything, actor="cli")
+    finally:
+        store.close()
+    for c in done:
+        click.echo(f"generation {c.generation}: {c.rows_deleted} partial rows deleted")
+    click.echo(f"gc {rt.settings.job}/{day}: {len(done)} run(s) collected")

@@ -152,6 +152,14 @@ def test_backfill_runs_every_day(cluster: Cluster, db: Engine) -> None:
     for day in ("2026-11-21", DAY):
         out = cluster.cli("verify", "--day", day)
         assert out.returncode == 0, out.stdout + out.stderr
+    # And gc keeps the latest succeeded run's partials unless told --all
+    kept = cluster.cli("gc", "--day", DAY)
+    assert kept.returncode == 0 and "0 run(s) collected" in kept.stdout, kept.stderr
+    gone = cluster.cli("gc", "--day", DAY, "--all")
+    assert gone.returncode == 0 and "1 run(s) collected" in gone.stdout, gone.stderr
+    assert " 0 partial rows" not in gone.stdout
+    out = cluster.cli("verify", "--day", DAY)  # the summaries stay
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 @pytest.mark.parametrize("rows", [5_000])
