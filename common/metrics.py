@@ -1,5 +1,8 @@
 """Prometheus metrics of masters and workers, defined once.
 
+The nightfold job's name is the label ``nightfold_job``, never ``job``: that
+one belongs to Prometheus (the scrape job) and to the Pushgateway's grouping.
+
 Processes expose them with ``--metrics-port`` (``serve``); the master, a cron
 batch job, can also push its final values to a Pushgateway (``push``). The
 names here are the contract with ``deploy/prometheus`` rules and the Grafana
@@ -15,7 +18,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    push_to_gateway,
+    pushadd_to_gateway,
     start_http_server,
 )
 
@@ -24,34 +27,40 @@ from nightfold.common.errors import ConfigError, ServiceUnavailable
 log = logging.getLogger(__name__)
 
 # -- workers ---------------------------------------------------------------
-CHUNKS_CLAIMED = Counter("nightfold_chunks_claimed_total", "Chunks claimed.", ["job", "stage"])
+CHUNKS_CLAIMED = Counter(
+    "nightfold_chunks_claimed_total", "Chunks claimed.", ["nightfold_job", "stage"]
+)
 CHUNKS_COMPLETED = Counter(
-    "nightfold_chunks_completed_total", "Chunks completed.", ["job", "stage"]
+    "nightfold_chunks_completed_total", "Chunks completed.", ["nightfold_job", "stage"]
 )
 CHUNKS_RETRIED = Counter(
     "nightfold_chunks_retried_total",
     "Chunk attempts that failed and will be retried.",
-    ["job", "stage"],
+    ["nightfold_job", "stage"],
 )
 CHUNKS_DEAD = Counter(
-    "nightfold_chunks_dead_total", "Chunks given up after max_attempts.", ["job", "stage"]
+    "nightfold_chunks_dead_total", "Chunks given up after max_attempts.", ["nightfold_job", "stage"]
 )
 CHUNKS_RELEASED = Counter(
     "nightfold_chunks_released_total",
     "Chunks given back unfinished (shutdown, cancel).",
-    ["job", "stage"],
+    ["nightfold_job", "stage"],
 )
 CHUNKS_LOST = Counter(
-    "nightfold_chunks_lost_total", "Claims fenced out after a lease expiry.", ["job", "stage"]
+    "nightfold_chunks_lost_total",
+    "Claims fenced out after a lease expiry.",
+    ["nightfold_job", "stage"],
 )
-ROWS_SCANNED = Counter("nightfold_rows_scanned_total", "Raw rows folded by map chunks.", ["job"])
+ROWS_SCANNED = Counter(
+    "nightfold_rows_scanned_total", "Raw rows folded by map chunks.", ["nightfold_job"]
+)
 ROWS_MALFORMED = Counter(
-    "nightfold_rows_malformed_total", "Malformed raw rows quarantined.", ["job"]
+    "nightfold_rows_malformed_total", "Malformed raw rows quarantined.", ["nightfold_job"]
 )
 CHUNK_SECONDS = Histogram(
     "nightfold_chunk_duration_seconds",
     "Wall time of one chunk attempt.",
-    ["job", "stage"],
+    ["nightfold_job", "stage"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
 MESSAGES_REDELIVERED = Counter(
@@ -64,34 +73,40 @@ WORKER_BUSY = Gauge("nightfold_worker_busy_chunks", "Chunks this worker is proce
 
 # -- master ----------------------------------------------------------------
 HINTS_PUBLISHED = Counter(
-    "nightfold_hints_published_total", "Hints published (first time and again).", ["job"]
+    "nightfold_hints_published_total", "Hints published (first time and again).", ["nightfold_job"]
 )
 LEASE_EXPIRIES = Counter(
-    "nightfold_lease_expiries_total", "Claims taken back after their lease ran out.", ["job"]
+    "nightfold_lease_expiries_total",
+    "Claims taken back after their lease ran out.",
+    ["nightfold_job"],
 )
 RUN_CHUNKS = Gauge(
     "nightfold_run_chunks",
     "Chunks of the current run by stage and state.",
-    ["job", "day", "stage", "state"],
+    ["nightfold_job", "day", "stage", "state"],
 )
 RUN_IN_FLIGHT = Gauge(
     "nightfold_run_chunks_in_flight",
     "Chunks queued or claimed (bounded by max_in_flight).",
-    ["job", "day"],
+    ["nightfold_job", "day"],
 )
 RUN_STATE = Gauge(
     "nightfold_run_state",
     "1 for the current state of the master's run.",
-    ["job", "day", "state"],
+    ["nightfold_job", "day", "state"],
 )
-RUN_ROWS = Gauge("nightfold_run_rows_read", "Raw rows folded so far in the run.", ["job", "day"])
+RUN_ROWS = Gauge(
+    "nightfold_run_rows_read", "Raw rows folded so far in the run.", ["nightfold_job", "day"]
+)
 LAST_SUCCESS = Gauge(
     "nightfold_last_success_timestamp_seconds",
     "When the job's last run succeeded (unix time).",
-    ["job"],
+    ["nightfold_job"],
 )
 RUN_DURATION = Gauge(
-    "nightfold_run_duration_seconds", "Wall time of the master's last run.", ["job", "day"]
+    "nightfold_run_duration_seconds",
+    "Wall time of the master's last run.",
+    ["nightfold_job", "day"],
 )
 
 ALL_NAMES = sorted(
@@ -132,11 +147,38 @@ def serve(port: int | None, addr: str = "0.0.0.0") -> None:
     log.info("metrics on http://%s:%d/metrics", addr, port)
 
 
-def push(gateway: str | None, job: str, grouping: dict[str, str]) -> None:
-    """Push this process's metrics to a Pushgateway (the master is a batch job)."""
+def prime(jobs: list[str]) -> None:
+    """Create every (job, stage) child at 0, so a counter's first event is an
+    increase Prometheus can see (a series born at 1 has no ``increase``)."""
+    for job in jobs:
+        for stage in ("map", "reduce"):
+            for counter in (
+                CHUNKS_CLAIMED,
+                CHUNKS_COMPLETED,
+                CHUNKS_RETRIED,
+                CHUNKS_DEAD,
+                CHUNKS_RELEASED,
+                CHUNKS_LOST,
+                CHUNK_SECONDS,
+            ):
+                counter.labels(job, stage)
+        for counter in (ROWS_SCANNED, ROWS_MALFORMED, HINTS_PUBLISHED, LEASE_EXPIRIES):
+            counter.labels(job)
+
+
+def push(gateway: str | None, nightfold_job: str) -> None:
+    """Add this process's metrics to the Pushgateway group of ``nightfold_job``
+    (the master is a batch job). ``pushadd`` replaces only the metrics sent, so
+    a failed run does not erase the group's last success timestamp."""
     if not gateway:
         return
     try:
-        push_to_gateway(gateway, job=job, registry=REGISTRY, grouping_key=grouping, timeout=10)
+        pushadd_to_gateway(
+            gateway,
+            job="nightfold_master",
+            registry=REGISTRY,
+            grouping_key={"nightfold_job": nightfold_job},
+            timeout=10,
+        )
     except OSError as exc:
         raise ServiceUnavailable("pushgateway", f"{gateway}: {exc}") from exc

@@ -24,6 +24,7 @@ from nightfold.common.db.runs import RunInfo
 from nightfold.common.errors import RunFailed, ServiceUnavailable
 from nightfold.common.identity import is_local_and_dead, new_identity
 from nightfold.common.jobs.base import Job
+from nightfold.common.logs import fields
 from nightfold.common.states import ChunkState, RunState, Stage
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Publisher
@@ -82,7 +83,7 @@ class Master:
                 again = run_repo.latest_run(conn, self.job.name, day)
             assert again is not None
             return again
-        log.info("run %s created", created.label)
+        log.info("run %s created", created.label, extra=fields(run=created.label, master=self.me))
         return created
 
     def acquire(self, run: RunInfo) -> None:
@@ -94,6 +95,7 @@ class Master:
             run.label,
             self.me,
             f" from dead {run.owner}" if force else "",
+            extra=fields(run=run.label, master=self.me),
         )
 
     # -- the loop --------------------------------------------------------
@@ -107,7 +109,12 @@ class Master:
             what=f"master for {day}",
         )
         if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
-            log.info("run %s is already %s", run.label, run.state.value)
+            log.info(
+                "run %s is already %s",
+                run.label,
+                run.state.value,
+                extra=fields(run=run.label, master=self.me),
+            )
             return Outcome(run, run.state, run.error, 0.0)
         retrying(url, lambda: self.acquire(run), deadline=deadline, what=f"run {run.label}")
         try:
@@ -134,7 +141,12 @@ class Master:
             with db_errors(self.settings.database_url), self.engine.begin() as conn:
                 run_repo.release(conn, run.id, self.me)
         except ServiceUnavailable as exc:
-            log.warning("run %s: could not release ownership: %s", run.label, exc)
+            log.warning(
+                "run %s: could not release ownership: %s",
+                run.label,
+                exc,
+                extra=fields(run=run.label, master=self.me),
+            )
 
     def _loop(self, run: RunInfo) -> RunState:
         """Tick until the run is terminal, riding out service outages (a database,
@@ -153,13 +165,22 @@ class Master:
                     raise ServiceUnavailable(
                         exc.service, f"{exc.detail} (gave up after {deadline:.0f}s)"
                     ) from exc
-                log.warning("run %s: %s; retrying in %.1fs", run.label, exc, backoff)
+                log.warning(
+                    "run %s: %s; retrying in %.1fs",
+                    run.label,
+                    exc,
+                    backoff,
+                    extra=fields(run=run.label, master=self.me),
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
             if outage_since is not None:
                 log.info(
-                    "run %s: services back after %.1fs", run.label, time.monotonic() - outage_since
+                    "run %s: services back after %.1fs",
+                    run.label,
+                    time.monotonic() - outage_since,
+                    extra=fields(run=run.label, master=self.me),
                 )
             outage_since, backoff = None, 0.5
             if terminal is not None:
@@ -188,6 +209,11 @@ class Master:
                     actor=self.me,
                     error="cancelled on request",
                 )
+            log.warning(
+                "run %s cancelled on request",
+                run.label,
+                extra=fields(run=run.label, master=self.me),
+            )
             return None, True
         if run.state is RunState.PLANNING:
             self.plan(run)
@@ -228,13 +254,23 @@ class Master:
         with self.engine.begin() as conn:
             for chunk_id in chunk_repo.reclaim_expired(conn, run.id, params.max_attempts, self.me):
                 metrics.LEASE_EXPIRIES.labels(run.job).inc()
-                log.warning("run %s: chunk %d lease expired, taken back", run.label, chunk_id)
+                log.warning(
+                    "run %s: chunk %d lease expired, taken back",
+                    run.label,
+                    chunk_id,
+                    extra=fields(run=run.label, stage=stage, chunk=chunk_id, master=self.me),
+                )
             dead = chunk_repo.first_dead(conn, run.id)
             if dead is not None:
                 dstage, idx, error = dead
                 reason = f"{dstage} chunk {idx} dead after {params.max_attempts} attempts: {error}"
                 run_repo.move(conn, run.id, run.state, RunState.FAILED, actor=self.me, error=reason)
-                log.error("run %s failed: %s", run.label, reason)
+                log.error(
+                    "run %s failed: %s",
+                    run.label,
+                    reason,
+                    extra=fields(run=run.label, stage=dstage, master=self.me),
+                )
                 return True
             counts = chunk_repo.counts_by_state(conn, run.id, stage)
             total = sum(counts.values())
@@ -242,9 +278,19 @@ class Master:
                 nxt = NEXT_STATE[run.state]
                 if nxt is RunState.SUCCEEDED:
                     rows, malformed = run_repo.roll_up_counters(conn, run.id)
-                    log.info("run %s succeeded: %d rows, %d malformed", run.label, rows, malformed)
+                    log.info(
+                        "run %s succeeded: %d rows, %d malformed",
+                        run.label,
+                        rows,
+                        malformed,
+                        extra=fields(run=run.label, stage=stage, master=self.me),
+                    )
                 else:
-                    log.info("run %s: map done, reducing", run.label)
+                    log.info(
+                        "run %s: map done, reducing",
+                        run.label,
+                        extra=fields(run=run.label, stage=stage, master=self.me),
+                    )
                 run_repo.move(conn, run.id, run.state, nxt, actor=self.me)
                 return True
         sent = dispatch(self.engine, self.publisher, run, stage, self.me)

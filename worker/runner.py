@@ -31,6 +31,7 @@ from nightfold.common.db.engine import retrying
 from nightfold.common.errors import ChunkLost, NightfoldError, ServiceUnavailable
 from nightfold.common.identity import new_identity
 from nightfold.common.jobs import Job, get_job
+from nightfold.common.logs import claim_fields, fields
 from nightfold.common.states import ChunkState, Stage
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Consumer, Delivery
@@ -82,10 +83,15 @@ class Worker:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
         if self._signals > 1:
-            log.warning("worker %s: second signal, exiting now", self.me)
+            log.warning(
+                "worker %s: second signal, exiting now", self.me, extra=fields(worker=self.me)
+            )
             os._exit(1)
         log.info(
-            "worker %s: %s received, finishing current chunks", self.me, signal.Signals(signum).name
+            "worker %s: %s received, finishing current chunks",
+            self.me,
+            signal.Signals(signum).name,
+            extra=fields(worker=self.me),
         )
         self.request_stop()
 
@@ -96,7 +102,12 @@ class Worker:
     def run(self) -> int:
         with self.engine.begin() as conn:
             worker_repo.register(conn, self.me, socket.gethostname(), os.getpid())
-        log.info("worker %s started (concurrency %d)", self.me, self.concurrency)
+        log.info(
+            "worker %s started (concurrency %d)",
+            self.me,
+            self.concurrency,
+            extra=fields(worker=self.me),
+        )
         threads = [
             threading.Thread(target=self._process_loop, name=f"nightfold-exec-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -129,7 +140,12 @@ class Worker:
                     if self.stopping.is_set() or not self._in_flight.acquire(blocking=False):
                         consumer.pump(0.1)
                         continue
-                    delivery = consumer.next_delivery(0.5)
+                    try:
+                        delivery = consumer.next_delivery(0.5)
+                    except ServiceUnavailable:
+                        # give the slot back, or the loop only pumps a dead consumer forever
+                        self._in_flight.release()
+                        raise
                     if delivery is None:
                         self._in_flight.release()
                         continue
@@ -141,6 +157,7 @@ class Worker:
                             "worker %s: dead-lettering malformed message: %s",
                             self.me,
                             delivery.error,
+                            extra=fields(worker=self.me),
                         )
                         consumer.reject(delivery)
                         self._in_flight.release()
@@ -150,7 +167,13 @@ class Worker:
                     self._work.put(delivery)
                     backoff = 0.5
                 except ServiceUnavailable as exc:
-                    log.warning("worker %s: %s; retrying in %.1fs", self.me, exc, backoff)
+                    log.warning(
+                        "worker %s: %s; retrying in %.1fs",
+                        self.me,
+                        exc,
+                        backoff,
+                        extra=fields(worker=self.me),
+                    )
                     if consumer is not None:
                         consumer.close()
                         consumer = None
@@ -169,7 +192,12 @@ class Worker:
                     worker_repo.stopped(conn, self.me)
             except Exception:
                 log.debug("could not record worker stop", exc_info=True)
-            log.info("worker %s stopped after %d chunks", self.me, self.chunks_done)
+            log.info(
+                "worker %s stopped after %d chunks",
+                self.me,
+                self.chunks_done,
+                extra=fields(worker=self.me),
+            )
 
     def _idle(self) -> bool:
         with self._busy_lock:
@@ -189,7 +217,12 @@ class Worker:
             with self.engine.begin() as conn:
                 worker_repo.seen(conn, self.me, current)
         except Exception as exc:
-            log.warning("worker %s: could not record heartbeat: %s", self.me, exc)
+            log.warning(
+                "worker %s: could not record heartbeat: %s",
+                self.me,
+                exc,
+                extra=fields(worker=self.me),
+            )
 
     # -- processing threads -------------------------------------------
     def _process_loop(self) -> None:
@@ -207,13 +240,22 @@ class Worker:
                         store = self.store_factory()
                     self.handle(delivery, store)
                 except ServiceUnavailable as exc:
-                    log.warning("worker %s: %s", self.me, exc)
+                    log.warning("worker %s: %s", self.me, exc, extra=fields(worker=self.me))
                     if store is not None:
                         store.close()
                         store = None
                     time.sleep(1)
                 except Exception:
-                    log.exception("worker %s: unexpected error on %s", self.me, delivery.hint)
+                    log.exception(
+                        "worker %s: unexpected error on %s",
+                        self.me,
+                        delivery.hint,
+                        extra=fields(
+                            chunk=delivery.hint.chunk_id if delivery.hint else None,
+                            stage=delivery.hint.stage if delivery.hint else None,
+                            worker=self.me,
+                        ),
+                    )
                 finally:
                     self._current[ident] = None
                     self._done.put(delivery)
@@ -236,10 +278,15 @@ class Worker:
 
         claim = self._db(claim_it, f"claim chunk {hint.chunk_id}")
         if claim is None:
-            log.debug("worker %s: stale hint for chunk %d, dropped", self.me, hint.chunk_id)
+            log.debug(
+                "worker %s: stale hint for chunk %d, dropped",
+                self.me,
+                hint.chunk_id,
+                extra=fields(stage=hint.stage, chunk=hint.chunk_id, worker=self.me),
+            )
             return
         self._current[threading.get_ident()] = claim.chunk_id
-        log.info("worker %s: claimed %s", self.me, claim.label)
+        log.info("worker %s: claimed %s", self.me, claim.label, extra=claim_fields(claim, self.me))
         self._execute(claim, store)
 
     def _execute(self, claim: Claim, store: Store) -> None:
@@ -272,11 +319,17 @@ class Worker:
         except Released as exc:
             self._try_release(claim, str(exc))
             metrics.CHUNKS_RELEASED.labels(*labels).inc()
-            log.info("worker %s: released %s: %s", self.me, claim.label, exc)
+            log.info(
+                "worker %s: released %s: %s",
+                self.me,
+                claim.label,
+                exc,
+                extra=claim_fields(claim, self.me),
+            )
             return
         except ChunkLost as exc:
             metrics.CHUNKS_LOST.labels(*labels).inc()
-            log.warning("worker %s: %s", self.me, exc)
+            log.warning("worker %s: %s", self.me, exc, extra=claim_fields(claim, self.me))
             return
         except ServiceUnavailable:
             self._try_release(claim, "service unavailable")
@@ -285,7 +338,9 @@ class Worker:
             self._fail(claim, f"{type(exc).__name__}: {exc}")
             return
         except Exception as exc:  # a job error (poison row): this attempt fails
-            log.exception("worker %s: %s failed", self.me, claim.label)
+            log.exception(
+                "worker %s: %s failed", self.me, claim.label, extra=claim_fields(claim, self.me)
+            )
             self._fail(claim, f"{type(exc).__name__}: {exc}")
             return
         self.chunks_done += 1
@@ -299,6 +354,7 @@ class Worker:
             claim.label,
             result.rows_read,
             time.monotonic() - started,
+            extra=claim_fields(claim, self.me),
         )
 
     def _db(self, fn: Callable[[], T], what: str) -> T:
@@ -323,7 +379,12 @@ class Worker:
             metrics.CHUNKS_RETRIED.labels(*labels).inc()
         if state is not None:
             log.warning(
-                "worker %s: %s failed, now %s: %s", self.me, claim.label, state.value, error
+                "worker %s: %s failed, now %s: %s",
+                self.me,
+                claim.label,
+                state.value,
+                error,
+                extra=claim_fields(claim, self.me),
             )
 
     def _try_release(self, claim: Claim, reason: str) -> None:
@@ -331,4 +392,9 @@ class Worker:
             with self.engine.begin() as conn:
                 chunk_repo.release(conn, claim, reason)
         except Exception:
-            log.debug("could not release %s", claim.label, exc_info=True)
+            log.debug(
+                "could not release %s",
+                claim.label,
+                exc_info=True,
+                extra=claim_fields(claim, self.me),
+            )

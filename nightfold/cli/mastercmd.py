@@ -67,6 +67,7 @@ def run_cmd(
     days = [day] if day is not None else day_span(from_day, to_day)  # type: ignore[arg-type]
     job = get_job(rt.settings.job)
     engine = rt.engine()
+    metrics.prime([job.name])
     metrics.serve(rt.settings.metrics_port or None)
     store = rt.store()
     publisher = rt.publisher()
@@ -84,7 +85,7 @@ def run_cmd(
     finally:
         publisher.close()
         store.close()
-        metrics.push(rt.settings.pushgateway_url, "nightfold_master", {"job": job.name})
+        metrics.push(rt.settings.pushgateway_url, job.name)
     if failures:
         hint = "" if rerun else "; use --rerun to start a new generation"
         raise RunFailed(f"{len(failures)} run(s) did not succeed: {', '.join(failures)}{hint}")

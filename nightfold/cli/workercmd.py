@@ -6,6 +6,7 @@ import click
 
 from nightfold.cli.options import with_runtime
 from nightfold.common import metrics
+from nightfold.common.jobs import job_names
 from nightfold.common.runtime import Runtime
 from nightfold.worker.runner import Worker
 
@@ -34,6 +35,7 @@ def worker() -> None:
 def run_cmd(rt: Runtime, concurrency: int, max_chunks: int | None, **_: object) -> None:
     """Run a worker until SIGTERM (graceful) or a second signal (at once)."""
     engine = rt.engine()
+    metrics.prime(job_names())
     metrics.serve(rt.settings.metrics_port or None)
     w = Worker(
         rt.settings,
