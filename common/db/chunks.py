@@ -15,7 +15,7 @@ from sqlalchemy import Connection, and_, exists, func, insert, or_, select, upda
 from nightfold.common.db.clock import db_now, db_now_plus
 from nightfold.common.db.events import add_chunk_events, add_event
 from nightfold.common.db.models import Chunk, QuarantinedRow, Run
-from nightfold.common.db.runs import RunInfo, get_run
+from nightfold.common.db.runs import RunInfo, run_info
 from nightfold.common.errors import ChunkLost
 from nightfold.common.keys import KeyRange
 from nightfold.common.states import ChunkState, RunState, Stage, after_failure
@@ -244,17 +244,29 @@ def claimable(
 
 def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
     """Claim a queued chunk of a live run for ``me``; None when someone else won
-    or the hint is stale (chunk not queued, run finished or cancelled)."""
+    or the hint is stale (chunk not queued, run finished or cancelled).
+
+    Three statements: the chunk with its run (one join), the conditional UPDATE,
+    the event. The UPDATE also requires the attempt read with the row, so the new
+    attempt is known without reading it back (a chunk requeued in that instant is
+    left to its own, newer hint).
+    """
     row = conn.execute(
-        select(Chunk.run_id, Chunk.stage, Chunk.idx, Chunk.start_key, Chunk.end_key).where(
-            Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value
+        select(
+            Run.__table__,
+            Chunk.stage.label("chunk_stage"),
+            Chunk.idx.label("chunk_idx"),
+            Chunk.start_key.label("chunk_start"),
+            Chunk.end_key.label("chunk_end"),
+            Chunk.attempt.label("chunk_attempt"),
         )
+        .join_from(Chunk, Run, Run.id == Chunk.run_id)
+        .where(Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value)
     ).one_or_none()
     if row is None:
         return None
-    run = get_run(conn, int(row[0]))
-    if run is None:
-        return None
+    run = run_info(row)
+    seen = int(row.chunk_attempt)
     live_run = exists().where(
         Run.id == Chunk.run_id,
         Run.cancel_requested.is_(False),
@@ -262,11 +274,16 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
     )
     result = conn.execute(
         update(Chunk)
-        .where(Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value, live_run)
+        .where(
+            Chunk.id == chunk_id,
+            Chunk.state == ChunkState.QUEUED.value,
+            Chunk.attempt == seen,
+            live_run,
+        )
         .values(
             state=ChunkState.CLAIMED.value,
             owner=me,
-            attempt=Chunk.attempt + 1,
+            attempt=seen + 1,
             lease_expires_at=db_now_plus(run.params.lease_seconds),
             claimed_at=db_now(),
             rows_read=0,
@@ -276,14 +293,14 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
     )
     if result.rowcount != 1:
         return None
-    attempt = int(conn.execute(select(Chunk.attempt).where(Chunk.id == chunk_id)).scalar_one())
+    attempt = seen + 1
     add_event(conn, run.id, "claimed", chunk_id=chunk_id, actor=me, attempt=attempt)
     return Claim(
         chunk_id=chunk_id,
         run=run,
-        stage=Stage(row[1]),
-        idx=int(row[2]),
-        key_range=KeyRange(bytes(row[3]), bytes(row[4])),
+        stage=Stage(row.chunk_stage),
+        idx=int(row.chunk_idx),
+        key_range=KeyRange(bytes(row.chunk_start), bytes(row.chunk_end)),
         owner=me,
         attempt=attempt,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select
 
 from nightfold.common.db.clock import db_now
 from nightfold.common.db.models import RunEvent
@@ -38,10 +38,17 @@ def add_event(
 def add_chunk_events(
     conn: Connection, run_id: int, kind: str, chunk_ids: Sequence[int], *, actor: str | None
 ) -> None:
-    """Append one event per chunk, as a single multi-row INSERT."""
+    """Append one event per chunk, as a multi-row INSERT.
+
+    The database's clock is read once and sent as a plain value: with
+    ``at=db_now()`` in the statement PyMySQL cannot batch the executemany and
+    sends one INSERT per row (30k rows took 2.7 s, now a few hundred ms).
+    """
     if not chunk_ids:
         return
+    at = conn.execute(select(db_now())).scalar_one()
     rows: list[dict[str, Any]] = [
-        {"run_id": run_id, "chunk_id": cid, "kind": kind, "actor": actor} for cid in chunk_ids
+        {"run_id": run_id, "chunk_id": cid, "at": at, "kind": kind, "actor": actor}
+        for cid in chunk_ids
     ]
-    conn.execute(insert(RunEvent).values(at=db_now()), rows)
+    conn.execute(insert(RunEvent), rows)

@@ -73,7 +73,8 @@ class RunInfo:
         return f"{self.job}/{self.day.isoformat()}#{self.generation}"
 
 
-def _info(row: Any) -> RunInfo:
+def run_info(row: Any) -> RunInfo:
+    """A RunInfo from a row holding every column of ``runs``."""
     return RunInfo(
         id=row.id,
         job=row.job,
@@ -89,7 +90,7 @@ def _info(row: Any) -> RunInfo:
 
 def get_run(conn: Connection, run_id: int) -> RunInfo | None:
     row = conn.execute(select(Run.__table__).where(Run.id == run_id)).one_or_none()
-    return _info(row) if row else None
+    return run_info(row) if row else None
 
 
 def latest_run(conn: Connection, job: str, day: dt.date) -> RunInfo | None:
@@ -99,14 +100,14 @@ def latest_run(conn: Connection, job: str, day: dt.date) -> RunInfo | None:
         .order_by(Run.generation.desc())
         .limit(1)
     ).one_or_none()
-    return _info(row) if row else None
+    return run_info(row) if row else None
 
 
 def list_runs(conn: Connection, *, day: dt.date | None = None, limit: int = 20) -> list[RunInfo]:
     q = select(Run.__table__).order_by(Run.id.desc()).limit(limit)
     if day is not None:
         q = q.where(Run.day == day)
-    return [_info(r) for r in conn.execute(q)]
+    return [run_info(r) for r in conn.execute(q)]
 
 
 def create_run(

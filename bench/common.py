@@ -1,0 +1,638 @@
+"""Shared helpers of the benchmarks: services, the seeded day, fresh namespaces,
+running nightfold as processes, peak RSS, and the results files.
+
+Every benchmark measures ratios or paired comparisons inside one run (this
+machine is shared and has 2 cores): variants are interleaved A B A B and the
+figures are medians of the per-pair ratios. Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+WORK = REPO / ".nightfold" / "bench"
+"""Scratch space (git-ignored): logs, embedded stores, the cached oracle."""
+SERVICES_ENV = REPO / ".nightfold" / "services.env"
+
+DAY = dt.date(2026, 11, 20)
+ROWS = int(os.environ.get("NIGHTFOLD_BENCH_ROWS", "2000000"))
+"""Rows of the benchmark day (at least 2M for the issue's figures; smaller to try things)."""
+PREFIX = os.environ.get("NIGHTFOLD_BENCH_PREFIX", "nfbench")
+"""HBase table prefix holding the seeded day and every benchmark's outputs."""
+REPS = int(os.environ.get("NIGHTFOLD_BENCH_REPS", "2"))
+"""Pairs per paired comparison (A B A B ...)."""
+DEFAULT_CHUNK_ROWS = 50_000
+"""nightfold's default ``chunk_rows`` (RunParams)."""
+SALT_BUCKETS = 16
+MIB = 1024 * 1024
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- services ------------------------------------------------------------------------------
+
+
+def service_url(var: str) -> str:
+    """A service URL from the environment or ``.nightfold/services.env``."""
+    if os.environ.get(var):
+        return os.environ[var]
+    if SERVICES_ENV.exists():
+        for line in SERVICES_ENV.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == var and value.strip():
+                return value.strip()
+    raise SystemExit(f"{var} is not set and {SERVICES_ENV} has none: run `make services-up`")
+
+
+def with_query(url: str, **options: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query)) | options
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def database_url() -> str:
+    return service_url("NIGHTFOLD_DATABASE_URL")
+
+
+def broker_url() -> str:
+    return service_url("NIGHTFOLD_BROKER_URL")
+
+
+def store_url(prefix: str = PREFIX) -> str:
+    return with_query(service_url("NIGHTFOLD_STORE_URL"), table_prefix=prefix)
+
+
+def hbase_address() -> tuple[str, int]:
+    parts = urlsplit(service_url("NIGHTFOLD_STORE_URL"))
+    return parts.hostname or "127.0.0.1", parts.port or 9090
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+@contextlib.contextmanager
+def fresh_mariadb(label: str = "b") -> Iterator[str]:
+    """A new MariaDB database ``nightfold_<label><hex>`` at the schema head, dropped after."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from nightfold.common.db.engine import make_engine
+    from nightfold.common.db.migrate import upgrade
+
+    base = database_url()
+    name = unique(f"nightfold_{label}")
+    admin = create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}`"))
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    try:
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        _drop_database(admin, name)
+
+
+def _drop_database(admin: Any, name: str) -> None:
+    """Drop a benchmark's database, riding out a MariaDB restart (the machine is shared)."""
+    from sqlalchemy import text
+
+    for attempt in range(10):
+        try:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+            break
+        except Exception as exc:
+            if attempt == 9:
+                log(f"could not drop database {name}: {exc}")
+            time.sleep(3)
+    admin.dispose()
+
+
+@contextlib.contextmanager
+def fresh_sqlite(directory: Path) -> Iterator[str]:
+    from nightfold.common.db.engine import make_engine
+    from nightfold.common.db.migrate import upgrade
+
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{unique('nightfold')}.db"
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def fresh_queue(label: str = "nightfold.b") -> Iterator[str]:
+    """A broker URL with a private work queue (and dead-letter queue), deleted after."""
+    import pika
+
+    base = broker_url()
+    queue = unique(label)
+    try:
+        yield with_query(base, queue=queue)
+    finally:
+        for attempt in range(10):
+            try:
+                conn = pika.BlockingConnection(pika.URLParameters(base.split("?", 1)[0]))
+                try:
+                    ch = conn.channel()
+                    ch.queue_delete(queue)
+                    ch.queue_delete(f"{queue}.dead")
+                finally:
+                    conn.close()
+                break
+            except Exception as exc:
+                if attempt == 9:
+                    log(f"could not delete queue {queue}: {exc}")
+                time.sleep(3)
+
+
+# -- the seeded day ------------------------------------------------------------------------
+
+
+def count_day_rows(store: Any, day: dt.date = DAY) -> int:
+    """Rows of ``day`` in the raw table (a keys-only scan)."""
+    from nightfold.common.keys import day_ranges
+
+    return sum(
+        1
+        for key_range in day_ranges(day, SALT_BUCKETS)
+        for _ in store.scan("nightfold_raw", key_range, keys_only=True, batch_size=5000)
+    )
+
+
+def ensure_seeded(url: str | None = None, rows: int = ROWS, day: dt.date = DAY) -> dict[str, Any]:
+    """Seed ``rows`` rows of ``day`` once; skip when the table already holds exactly that many.
+
+    A table holding another count for the day (an earlier run with other
+    ``rows``) has that day's ranges deleted first, so the count is exact.
+    """
+    from nightfold.common.keys import day_ranges
+    from nightfold.common.seeding import seed_day
+    from nightfold.common.store import open_store
+
+    url = url or store_url()
+    store = open_store(url)
+    try:
+        store.ensure_table("nightfold_raw", ["o"])
+        started = time.monotonic()
+        have = count_day_rows(store, day)
+        counted_s = time.monotonic() - started
+        if have == rows:
+            log(f"seed: {url.split('?')[-1]} already holds {rows:,} rows of {day} (cached)")
+            return {"rows": rows, "cached": True, "count_s": round(counted_s, 1)}
+        if have:
+            log(f"seed: found {have:,} rows of {day}, want {rows:,}: deleting the day first")
+            for key_range in day_ranges(day, SALT_BUCKETS):
+                store.delete_range("nightfold_raw", key_range)
+        log(f"seed: writing {rows:,} rows of {day} (about {rows / 17000:.0f} s)")
+        started = time.monotonic()
+        n = seed_day(store, day, rows, salt_buckets=SALT_BUCKETS, seed=1)
+        took = time.monotonic() - started
+        assert count_day_rows(store, day) == rows, "seeded count differs"
+        log(f"seed: {n:,} rows in {took:.0f} s ({n / took:,.0f} rows/s)")
+        return {"rows": rows, "cached": False, "seed_s": round(took, 1)}
+    finally:
+        store.close()
+
+
+def ensure_embedded_store(rows: int, day: dt.date = DAY) -> Path:
+    """A local (embedded) store file holding ``rows`` rows of ``day``, seeded once."""
+    from nightfold.common.store.local import LocalStore
+
+    path = WORK / f"embedded-{day:%Y%m%d}-{rows}.sqlite"
+    done = path.with_suffix(".seeded")
+    if path.exists() and done.exists():
+        return path
+    from nightfold.common.seeding import seed_day
+
+    path.unlink(missing_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    store = LocalStore(path)
+    try:
+        started = time.monotonic()
+        seed_day(store, day, rows, salt_buckets=SALT_BUCKETS, seed=1)
+        log(f"embedded store: {rows:,} rows in {time.monotonic() - started:.0f} s")
+    finally:
+        store.close()
+    done.write_text(str(rows))
+    return path
+
+
+def clear_outputs(url: str, job: str = "merchant_daily", day: dt.date = DAY) -> None:
+    """Delete a day's partials (generation 1) and summaries, so a new run starts clean.
+
+    Every benchmark run uses a fresh database, so its run is generation 1 and
+    writes its partials at the same keys as the previous run's: left there, a
+    run with fewer chunks would reduce stale ones too.
+    """
+    from nightfold.common.keys import (
+        PARTIAL_FAMILY,
+        PARTIALS_TABLE,
+        SEP,
+        day_token,
+        partial_prefix,
+        prefix_range,
+    )
+    from nightfold.common.store import open_store
+
+    store = open_store(url)
+    try:
+        store.ensure_table(PARTIALS_TABLE, [PARTIAL_FAMILY])
+        store.ensure_table("nightfold_summary", ["s"])
+        store.delete_range(PARTIALS_TABLE, prefix_range(partial_prefix(job, day, 1)))
+        store.delete_range("nightfold_summary", prefix_range(day_token(day) + SEP))
+    finally:
+        store.close()
+
+
+def summaries_digest(summaries: dict[str, dict[bytes, bytes]]) -> str:
+    """One hash over every summary cell: equal digests, byte-identical summaries."""
+    h = hashlib.sha256()
+    for group in sorted(summaries):
+        for name in sorted(summaries[group]):
+            h.update(b"%s\x00%s\x00%s\x01" % (group.encode(), name, summaries[group][name]))
+    return h.hexdigest()
+
+
+def stored_digest(url: str, table: str = "nightfold_summary", day: dt.date = DAY) -> str:
+    """The digest of a day's summaries as stored in ``table``."""
+    from nightfold.common.jobs import get_job
+    from nightfold.common.store import open_store
+    from nightfold.common.verify import read_stored
+
+    job = get_job("merchant_daily")
+
+    class _Job:  # read_stored reads job.summary_table and job.summary_family only
+        summary_table = table
+        summary_family = job.summary_family
+
+    store = open_store(url)
+    try:
+        return summaries_digest(read_stored(store, _Job(), day))  # type: ignore[arg-type]
+    finally:
+        store.close()
+
+
+def expected_digest(rows: int = ROWS) -> str:
+    """The oracle's digest of the seeded day: from the bare loop's cache, else one bare run."""
+    cache = WORK / f"expected-{DAY:%Y%m%d}-{rows}.json"
+    if cache.exists():
+        return str(json.loads(cache.read_text())["digest"])
+    from bench.bare import run_bare_process
+
+    result = run_bare_process(store_url())
+    return str(result["digest"])
+
+
+def remember_expected(digest: str, rows: int = ROWS) -> None:
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / f"expected-{DAY:%Y%m%d}-{rows}.json"
+    path.write_text(json.dumps({"digest": digest}))
+
+
+# -- processes and memory ------------------------------------------------------------------
+
+
+def clean_env(**nightfold: str) -> dict[str, str]:
+    """This environment without any NIGHTFOLD_* variable, plus the given settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTFOLD_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update({f"NIGHTFOLD_{k.upper()}": str(v) for k, v in nightfold.items()})
+    return env
+
+
+def vm_hwm_mib(pid: int) -> float | None:
+    """Peak resident set size (VmHWM) of a live process, in MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def wait_rusage(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float]:
+    """Wait for ``proc`` and return (exit code, its peak RSS in MiB from wait4)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            code = os.waitstatus_to_exitcode(status)
+            proc.returncode = code
+            return code, usage.ru_maxrss / 1024
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise TimeoutError(f"process {proc.args!r} still running after {timeout:.0f}s")
+        time.sleep(0.02)
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+# -- nightfold as processes ----------------------------------------------------------------
+
+
+@dataclass
+class NightfoldRun:
+    """What one nightfold run (a master and its workers, as processes) measured."""
+
+    label: str
+    workers: int
+    wall_s: float
+    """From spawning the master to its exit (workers were already up)."""
+    rows: int
+    map_chunks: int
+    plan_s: float
+    """Run created -> mapping (the planner's sampling scan and the plan's transaction)."""
+    map_s: float
+    """Mapping -> reducing."""
+    reduce_s: float
+    worker_peak_rss_mib: list[float]
+    master_peak_rss_mib: float
+    digest: str | None = None
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s
+
+    def asdict(self, timeline: bool = False) -> dict[str, Any]:
+        out = asdict(self)
+        out["rows_per_s"] = round(self.rows_per_s)
+        if not timeline:
+            out.pop("timeline")
+        return out
+
+
+def _seconds(a: Any, b: Any) -> float:
+    if a is None or b is None:
+        return float("nan")
+    if isinstance(a, str):
+        a = dt.datetime.fromisoformat(a)
+    if isinstance(b, str):
+        b = dt.datetime.fromisoformat(b)
+    return float((b - a).total_seconds())
+
+
+def _events_at(engine: Any, run_id: int, kind: str) -> Any:
+    from sqlalchemy import func, select
+
+    from nightfold.common.db.models import RunEvent
+
+    with engine.connect() as conn:
+        return conn.execute(
+            select(func.min(RunEvent.at)).where(RunEvent.run_id == run_id, RunEvent.kind == kind)
+        ).scalar()
+
+
+def run_facts(db_url: str) -> dict[str, Any]:
+    """The latest run's stage times, rows and per-chunk timeline, from the database."""
+    from sqlalchemy import select
+
+    from nightfold.common.db.engine import make_engine
+    from nightfold.common.db.models import Chunk, Run
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            run = conn.execute(select(Run).order_by(Run.id.desc()).limit(1)).one()._mapping
+            chunks = conn.execute(
+                select(
+                    Chunk.stage,
+                    Chunk.idx,
+                    Chunk.owner,
+                    Chunk.attempt,
+                    Chunk.claimed_at,
+                    Chunk.done_at,
+                    Chunk.rows_read,
+                ).where(Chunk.run_id == run["id"])
+            ).all()
+        reducing_at = _events_at(engine, run["id"], "run_reducing")
+    finally:
+        engine.dispose()
+    origin = run["created_at"]
+    owners = sorted({c.owner for c in chunks if c.owner})
+    timeline = [
+        {
+            "stage": c.stage,
+            "idx": c.idx,
+            "worker": owners.index(c.owner) if c.owner in owners else -1,
+            "attempt": c.attempt,
+            "start": round(_seconds(origin, c.claimed_at), 3),
+            "end": round(_seconds(origin, c.done_at), 3),
+            "rows": c.rows_read,
+        }
+        for c in sorted(chunks, key=lambda c: (c.stage != "map", c.idx))
+    ]
+    return {
+        "state": run["state"],
+        "rows": int(run["rows_read"]),
+        "map_chunks": sum(1 for c in chunks if c.stage == "map"),
+        "plan_s": _seconds(origin, run["started_at"]),
+        "map_s": _seconds(run["started_at"], reducing_at),
+        "reduce_s": _seconds(reducing_at, run["finished_at"]),
+        "timeline": timeline,
+    }
+
+
+def workers_registered(db_url: str) -> int:
+    from sqlalchemy import func, select
+
+    from nightfold.common.db.engine import make_engine
+    from nightfold.common.db.models import Worker
+
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(Worker)).scalar_one())
+    except Exception:
+        return 0
+    finally:
+        engine.dispose()
+
+
+def spawn_nightfold(
+    env: dict[str, str], logs: Path, name: str, *args: str
+) -> subprocess.Popen[bytes]:
+    logs.mkdir(parents=True, exist_ok=True)
+    out = (logs / f"{name}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "nightfold", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+    )
+
+
+def run_nightfold(
+    label: str,
+    *,
+    workers: int,
+    db_url: str,
+    broker: str,
+    store: str,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    settings: dict[str, Any] | None = None,
+    timeout: float = 900,
+    check: bool = True,
+) -> NightfoldRun:
+    """One run of the day: ``workers`` worker processes (started and registered
+    first), then the master, timed from its spawn to its exit."""
+    env = clean_env(
+        database_url=db_url,
+        broker_url=broker,
+        store_url=store,
+        chunk_rows=chunk_rows,
+        log_level="INFO",
+        **(settings or {}),
+    )
+    logs = WORK / "logs" / label
+    procs = [spawn_nightfold(env, logs, f"worker-{i}", "worker", "run") for i in range(workers)]
+    try:
+        wait_for(lambda: workers_registered(db_url) >= workers, 120, f"{workers} workers up")
+        started = time.monotonic()
+        master = spawn_nightfold(env, logs, "master", "master", "run", "--day", DAY.isoformat())
+        code, master_rss = wait_rusage(master, timeout)
+        wall = time.monotonic() - started
+        rss = [vm_hwm_mib(p.pid) or float("nan") for p in procs]
+    finally:
+        stop(procs)
+    if code != 0 and check:
+        raise RuntimeError(f"{label}: master exited {code}; see {logs}/master.log")
+    facts = run_facts(db_url)
+    return NightfoldRun(
+        label=label,
+        workers=workers,
+        wall_s=wall,
+        rows=facts["rows"],
+        map_chunks=facts["map_chunks"],
+        plan_s=facts["plan_s"],
+        map_s=facts["map_s"],
+        reduce_s=facts["reduce_s"],
+        worker_peak_rss_mib=[round(r, 1) for r in rss],
+        master_peak_rss_mib=round(master_rss, 1),
+        timeline=facts["timeline"],
+    )
+
+
+def run_nightfold_hbase(label: str, workers: int, **kw: Any) -> NightfoldRun:
+    """A nightfold run on the real services: a fresh database and queue, the seeded day."""
+    url = store_url()
+    clear_outputs(url)
+    with fresh_mariadb() as db_url, fresh_queue() as queue_url:
+        run = run_nightfold(
+            label, workers=workers, db_url=db_url, broker=queue_url, store=url, **kw
+        )
+    run.digest = stored_digest(url)
+    return run
+
+
+# -- pairing and results ---------------------------------------------------------------------
+
+
+def interleaved(variants: Sequence[str], reps: int = REPS) -> list[tuple[int, str]]:
+    """(rep, variant) in the order A B A B ..., alternating which goes first each rep."""
+    order: list[tuple[int, str]] = []
+    for rep in range(reps):
+        names = list(variants) if rep % 2 == 0 else list(reversed(variants))
+        order += [(rep, v) for v in names]
+    return order
+
+
+def paired_ratios(num: Sequence[float], den: Sequence[float]) -> list[float]:
+    return [a / b for a, b in zip(num, den, strict=True)]
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def git_dirty() -> bool:
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return bool(out.strip())
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "loadavg_1m_at_start": round(load[0], 2)}
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    """``bench/results/<name>.json`` with the commit and the machine's load."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "commit": git_commit(), "dirty": git_dirty(), **data}
+    doc.setdefault("machine", machine())
+    doc["written_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+    log(f"wrote {path.relative_to(REPO)}")
+    return path
+
+
+def read_result(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,443 @@
+"""3. The coordinator's ceiling, on a fresh MariaDB database and a real RabbitMQ queue.
+
+- Plan, record and publish 100k chunks with the master's own functions
+  (``record_plan`` with synthetic ChunkSpecs, then ``dispatch`` until every hint
+  is out), in a child process whose peak RSS is the master's (item 6). The
+  window (``max_in_flight``) is the whole plan, so every chunk is published.
+- 64 concurrent no-op claimers (``PROCS`` processes x ``THREADS`` threads, each
+  thread its own connection) run ``claim`` + ``complete`` on the queued chunks
+  for ``SECONDS``: claims/s and the latency of each claim transaction.
+
+    python -m bench.coordinator
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    DAY,
+    WORK,
+    clean_env,
+    fresh_mariadb,
+    fresh_queue,
+    log,
+    vm_hwm_mib,
+    wait_rusage,
+    write_result,
+)
+
+CHUNKS = int(os.environ.get("NIGHTFOLD_BENCH_CHUNKS", "100000"))
+CLAIMERS = 64
+PROCS = 8
+THREADS = CLAIMERS // PROCS
+SECONDS = float(os.environ.get("NIGHTFOLD_BENCH_CLAIM_SECONDS", "15"))
+TARGET_CHUNKS_PER_S = 5000
+TARGET_P99_MS = 20.0
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# -- plan, record, publish (the master's work) ------------------------------------------------
+
+
+def _timed(timings: dict[str, float], name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+
+    return wrapper
+
+
+def plan_and_dispatch(db_url: str, queue_url: str, chunks: int) -> dict[str, Any]:
+    """Record a plan of ``chunks`` map chunks and publish them all, as the master does."""
+    from nightfold.common.db import chunks as chunk_repo
+    from nightfold.common.db import runs as run_repo
+    from nightfold.common.db.chunks import ChunkSpec
+    from nightfold.common.db.engine import make_engine
+    from nightfold.common.identity import new_identity
+    from nightfold.common.keys import KeyRange
+    from nightfold.common.states import Stage
+    from nightfold.common.transport.rabbitmq import RabbitPublisher, queue_depth
+    from nightfold.master import dispatcher
+    from nightfold.master.planner import Plan, record_plan
+
+    rss_before = _rss_mib()
+    timings: dict[str, float] = {}
+    for name in ("insert_plan", "open_window", "due_for_publish", "mark_published"):
+        setattr(chunk_repo, name, _timed(timings, name, getattr(chunk_repo, name)))
+    publisher = RabbitPublisher(queue_url)
+    publisher.publish = _timed(timings, "publish", publisher.publish)  # type: ignore[method-assign]
+    engine = make_engine(db_url)
+    me = new_identity()
+    params = run_repo.RunParams(max_in_flight=chunks)
+    with engine.begin() as conn:
+        run = run_repo.create_run(conn, "merchant_daily", DAY, 1, params, me)
+    assert run is not None
+    started = time.perf_counter()
+    specs = [
+        ChunkSpec(Stage.MAP, i, KeyRange(b"%010d" % i, b"%010d" % (i + 1))) for i in range(chunks)
+    ]
+    plan = Plan(specs=specs, rows_estimate=chunks * 50_000)
+    built = time.perf_counter()
+    with engine.begin() as conn:
+        assert record_plan(conn, run, plan, me)
+    recorded = time.perf_counter()
+    del specs, plan
+    with engine.connect() as conn:
+        run = run_repo.get_run(conn, run.id)
+    assert run is not None
+    sent = calls = 0
+    while sent < chunks:
+        n = dispatcher.dispatch(engine, publisher, run, Stage.MAP, me)
+        calls += 1
+        if n == 0:
+            raise RuntimeError(f"dispatch stalled after {sent} hints")
+        sent += n
+    published = time.perf_counter()
+    publisher.close()
+    depth, _ = queue_depth(queue_url)
+    engine.dispose()
+    total = published - started
+    return {
+        "chunks": chunks,
+        "seconds": round(total, 3),
+        "chunks_per_s": round(chunks / total),
+        "build_specs_s": round(built - started, 3),
+        "record_s": round(recorded - built, 3),
+        "dispatch_s": round(published - recorded, 3),
+        "dispatch_calls": calls,
+        "repository_s": {k: round(v, 3) for k, v in sorted(timings.items())},
+        "queue_depth_after": depth,
+        "rss_before_mib": round(rss_before, 1),
+        "peak_rss_mib": round(vm_hwm_mib(os.getpid()) or float("nan"), 1),
+        "run_id": run.id,
+    }
+
+
+# -- no-op claimers ---------------------------------------------------------------------------
+
+
+def claimer_process(
+    db_url: str, run_id: int, index: int, procs: int, threads: int, seconds: float, start_at: float
+) -> dict[str, Any]:
+    """``threads`` claimers, each with its own connection and its own share of the chunks,
+    all starting at the wall-clock time ``start_at`` (shared by every process)."""
+    from sqlalchemy import select
+
+    from nightfold.common.db import chunks as chunk_repo
+    from nightfold.common.db.engine import make_engine
+    from nightfold.common.db.models import Chunk
+    from nightfold.common.identity import new_identity
+
+    setup = make_engine(db_url)
+    with setup.connect() as conn:
+        ids = list(
+            conn.execute(
+                select(Chunk.id)
+                .where(Chunk.run_id == run_id, Chunk.state == "queued")
+                .order_by(Chunk.id)
+            ).scalars()
+        )
+    setup.dispose()
+    total = procs * threads
+    claim_ms: list[float] = []
+    complete_ms: list[float] = []
+    lost = [0]
+    lock = threading.Lock()
+    start_gate = threading.Barrier(threads + 1)
+
+    def claimer(slot: int) -> None:
+        engine = make_engine(db_url, pool_size=1)
+        me = new_identity()
+        mine = ids[index * threads + slot :: total]
+        local_claim: list[float] = []
+        local_complete: list[float] = []
+        with engine.connect() as conn:  # open the connection before the clock starts
+            conn.rollback()
+        start_gate.wait()
+        deadline = time.perf_counter() + seconds
+        for chunk_id in mine:
+            if time.perf_counter() >= deadline:
+                break
+            t0 = time.perf_counter()
+            with engine.begin() as conn:
+                claim = chunk_repo.claim(conn, chunk_id, me)
+            t1 = time.perf_counter()
+            if claim is None:
+                lost[0] += 1
+                continue
+            with engine.begin() as conn:
+                chunk_repo.complete(conn, claim, 0, 0)
+            t2 = time.perf_counter()
+            local_claim.append((t1 - t0) * 1000)
+            local_complete.append((t2 - t1) * 1000)
+        engine.dispose()
+        with lock:
+            claim_ms.extend(local_claim)
+            complete_ms.extend(local_complete)
+
+    workers = [threading.Thread(target=claimer, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    time.sleep(max(0.0, start_at - time.time()))
+    start_gate.wait()
+    started = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    for t in workers:
+        t.join()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "seconds": time.perf_counter() - started,
+        "cpu_s": cpu1.ru_utime - cpu0.ru_utime + cpu1.ru_stime - cpu0.ru_stime,
+        "claim_ms": claim_ms,
+        "complete_ms": complete_ms,
+        "lost": lost[0],
+    }
+
+
+def _percentile(xs: list[float], p: float) -> float:
+    ordered = sorted(xs)
+    if not ordered:
+        return float("nan")
+    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
+    return ordered[k]
+
+
+def _mariadb_cpu_s() -> float | None:
+    """CPU seconds used so far by the local MariaDB server (None if not found)."""
+    import psutil
+
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("mariadbd", "mysqld"):
+            times = proc.cpu_times()
+            return float(times.user + times.system)
+    return None
+
+
+def run_claimers(db_url: str, run_id: int, claimers: int = CLAIMERS) -> dict[str, Any]:
+    """``claimers`` concurrent claimers in ``min(PROCS, claimers)`` processes for ``SECONDS``."""
+    import psutil
+
+    procs = min(PROCS, claimers)
+    threads = claimers // procs
+    outs = [WORK / f"claimers-{i}.json" for i in range(procs)]
+    start_at = time.time() + 8  # every process imported and connected by then
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.coordinator",
+                "claim",
+                "--db-url",
+                db_url,
+                "--run-id",
+                str(run_id),
+                "--index",
+                str(i),
+                "--procs",
+                str(procs),
+                "--threads",
+                str(threads),
+                "--seconds",
+                str(SECONDS),
+                "--out",
+                str(out),
+                "--start-at",
+                str(start_at),
+            ],
+            env=clean_env(),
+        )
+        for i, out in enumerate(outs)
+    ]
+    time.sleep(max(0.0, start_at - time.time()))
+    db_cpu0, machine0 = _mariadb_cpu_s(), psutil.cpu_times()
+    time.sleep(SECONDS)
+    db_cpu1, machine1 = _mariadb_cpu_s(), psutil.cpu_times()
+    for p in children:
+        if p.wait(timeout=SECONDS + 180) != 0:
+            raise RuntimeError("a claimer process failed")
+    parts = [json.loads(out.read_text()) for out in outs]
+    claims = [x for p in parts for x in p["claim_ms"]]
+    completes = [x for p in parts for x in p["complete_ms"]]
+    seconds = max(p["seconds"] for p in parts)
+    for out in outs:
+        out.unlink()
+    busy = sum(machine1) - sum(machine0)
+    idle = (machine1.idle + machine1.iowait) - (machine0.idle + machine0.iowait)
+    n = max(1, len(claims))
+    db_cpu = None if db_cpu0 is None or db_cpu1 is None else db_cpu1 - db_cpu0
+    return {
+        "claimers": claimers,
+        "processes": procs,
+        "threads_per_process": threads,
+        "seconds": round(seconds, 2),
+        "claims": len(claims),
+        "claims_per_s": round(len(claims) / seconds),
+        "lost_races": sum(p["lost"] for p in parts),
+        "claim_p50_ms": round(_percentile(claims, 50), 2),
+        "claim_p90_ms": round(_percentile(claims, 90), 2),
+        "claim_p99_ms": round(_percentile(claims, 99), 2),
+        "claim_max_ms": round(max(claims), 2),
+        "complete_p50_ms": round(_percentile(completes, 50), 2),
+        "complete_p99_ms": round(_percentile(completes, 99), 2),
+        "client_cpu_ms_per_claim": round(1000 * sum(p["cpu_s"] for p in parts) / n, 3),
+        "mariadb_cpu_ms_per_claim": None if db_cpu is None else round(1000 * db_cpu / n, 3),
+        "machine_cpu_busy_share": round(1 - idle / busy, 3) if busy else None,
+    }
+
+
+def statements_per_claim(db_url: str, run_id: int) -> dict[str, int]:
+    """SQL statements one claim and one complete send (counted with an engine event)."""
+    from sqlalchemy import event, select
+
+    from nightfold.common.db import chunks as chunk_repo
+    from nightfold.common.db.engine import make_engine
+    from nightfold.common.db.models import Chunk
+
+    engine = make_engine(db_url, pool_size=1)
+    count = [0]
+    event.listen(
+        engine, "before_cursor_execute", lambda *a, **k: count.__setitem__(0, count[0] + 1)
+    )
+    with engine.connect() as conn:
+        chunk_id = conn.execute(
+            select(Chunk.id).where(Chunk.run_id == run_id, Chunk.state == "queued").limit(1)
+        ).scalar_one()
+    count[0] = 0
+    with engine.begin() as conn:
+        claim = chunk_repo.claim(conn, chunk_id, "counter:1:x")
+    claim_statements = count[0]
+    count[0] = 0
+    assert claim is not None
+    with engine.begin() as conn:
+        chunk_repo.complete(conn, claim, 0, 0)
+    engine.dispose()
+    return {"claim": claim_statements, "complete": count[0]}
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+
+def run() -> dict[str, Any]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    out = WORK / "dispatch.json"
+    with fresh_mariadb("bc") as db_url, fresh_queue() as queue_url:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.coordinator",
+                "dispatch",
+                "--db-url",
+                db_url,
+                "--queue-url",
+                queue_url,
+                "--chunks",
+                str(CHUNKS),
+                "--out",
+                str(out),
+            ],
+            env=clean_env(),
+        )
+        code, maxrss = wait_rusage(proc, 900)
+        if code != 0:
+            raise RuntimeError(f"dispatch child exited {code}")
+        dispatch = json.loads(out.read_text())
+        dispatch["peak_rss_mib_wait4"] = round(maxrss, 1)
+        log(
+            f"coordinator: {CHUNKS:,} chunks planned, recorded and published in "
+            f"{dispatch['seconds']:.1f} s ({dispatch['chunks_per_s']:,}/s); "
+            f"master peak RSS {dispatch['peak_rss_mib']} MiB"
+        )
+        statements = statements_per_claim(db_url, dispatch["run_id"])
+        sweep = []
+        for claimers in (1, 8, CLAIMERS):
+            c = run_claimers(db_url, dispatch["run_id"], claimers)
+            log(
+                f"coordinator: {claimers} claimers: {c['claims_per_s']:,} claims/s, "
+                f"p50 {c['claim_p50_ms']} ms, p99 {c['claim_p99_ms']} ms, "
+                f"client {c['client_cpu_ms_per_claim']} / MariaDB "
+                f"{c['mariadb_cpu_ms_per_claim']} CPU ms per claim+complete"
+            )
+            sweep.append(c)
+    claims = sweep[-1]
+    claims["statements"] = statements
+    result = {
+        "dispatch_chunks_per_s": dispatch["chunks_per_s"],
+        "dispatch_target": f">= {TARGET_CHUNKS_PER_S}",
+        "dispatch_met": dispatch["chunks_per_s"] >= TARGET_CHUNKS_PER_S,
+        "claims_per_s": claims["claims_per_s"],
+        "claim_p50_ms": claims["claim_p50_ms"],
+        "claim_p99_ms": claims["claim_p99_ms"],
+        "claim_p99_target": f"<= {TARGET_P99_MS}",
+        "claim_p99_met": claims["claim_p99_ms"] <= TARGET_P99_MS,
+        "master_peak_rss_mib": dispatch["peak_rss_mib"],
+        "dispatch": dispatch,
+        "claim": claims,
+        "claim_sweep": sweep,
+    }
+    write_result("coordinator", result)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd")
+    d = sub.add_parser("dispatch")
+    d.add_argument("--db-url", required=True)
+    d.add_argument("--queue-url", required=True)
+    d.add_argument("--chunks", type=int, default=CHUNKS)
+    d.add_argument("--out", required=True)
+    c = sub.add_parser("claim")
+    c.add_argument("--db-url", required=True)
+    c.add_argument("--run-id", type=int, required=True)
+    c.add_argument("--index", type=int, required=True)
+    c.add_argument("--procs", type=int, required=True)
+    c.add_argument("--threads", type=int, required=True)
+    c.add_argument("--seconds", type=float, required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--start-at", type=float, required=True)
+    args = parser.parse_args()
+    if args.cmd == "dispatch":
+        result = plan_and_dispatch(args.db_url, args.queue_url, args.chunks)
+        Path(args.out).write_text(json.dumps(result))
+    elif args.cmd == "claim":
+        result = claimer_process(
+            args.db_url,
+            args.run_id,
+            args.index,
+            args.procs,
+            args.threads,
+            args.seconds,
+            args.start_at,
+        )
+        Path(args.out).write_text(json.dumps(result))
+    else:
+        run()
+
+
+if __name__ == "__main__":
+    main()
