@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help venv demo test lint format typecheck schema-check unit integration \
-        services-up services-down services-status clean
+        services-up services-down services-status bench clean chaos
 
 help:
 	@echo "make demo   - the whole pipeline on embedded backends (nothing to install)"
 	@echo "make test   - install, start MariaDB/RabbitMQ/HBase, lint, type-check, run every test"
 	@echo "make services-up|services-down|services-status - the local real services"
+	@echo "make bench  - the benchmarks on the real services (bench/README.md), ~25 minutes"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,11 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 venv: $(STAMP)
+
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	@touch $@
 
 demo: venv
 	$(BIN)/nightfold demo
@@ -59,7 +65,24 @@ integration: services-up
 # lint and type-check first (cheap), then the services, then every test.
 test: lint typecheck services-up
 	set -a && source .nightfold/services.env && set +a && \
-	  $(BIN)/python -m pytest -ra tests $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest -ra tests examples/hourly_orders/tests $(PYTEST_ARGS)
+	# last and on their own: the fault tests restart the services (>= 20 randomized trials)
+	set -a && source .nightfold/services.env && set +a && \
+	  $(BIN)/python -m pytest -ra tests/faults
+
+# The long fault-injection run: >= 200 randomized trials on the real services, which it
+# restarts (run nothing else against them meanwhile, or give it services of its own:
+# NIGHTFOLD_VAR=<dir> plus the NIGHTFOLD_*_PORT variables of deploy/local/README.md).
+# NIGHTFOLD_CHAOS_SEED replays a run.
+CHAOS_TRIALS ?= 200
+chaos: services-up
+	set -a && source $${NIGHTFOLD_VAR:-.nightfold}/services.env && set +a && \
+	  $(BIN)/python -m tests.support.chaos --trials $(CHAOS_TRIALS) --report bench/results/chaos.json
+
+# The benchmarks (bench/): results in bench/results/, table in bench/README.md.
+bench: $(BENCH_STAMP) services-up
+	set -a && source .nightfold/services.env && set +a && \
+	  $(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf .nightfold/typecheck .pytest_cache .mypy_cache .ruff_cache nightfold-demo
