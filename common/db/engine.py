@@ -92,12 +92,15 @@ def db_errors(url: str) -> Iterator[None]:
 
 
 _CONNECT_CODES = {1045, 1044, 1049, 2003, 2005, 2006, 2013, 2055}
+# Lock wait timeout (1205) and deadlock (1213): the transaction was rolled back and
+# only needs running again, which every caller does for ServiceUnavailable.
+_RETRY_CODES = {1205, 1213}
 
 
 def _is_connect_error(exc: DBAPIError) -> bool:
     orig = exc.orig
     args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
-    if args and isinstance(args[0], int) and args[0] in _CONNECT_CODES:
+    if args and isinstance(args[0], int) and args[0] in _CONNECT_CODES | _RETRY_CODES:
         return True
     text = str(orig)
     return "unable to open database" in text or "Can't connect" in text
