@@ -10,6 +10,7 @@ them (``raise ... from exc``), so code above the seams never sees them.
     ├── ConfigError                 exit 2   bad flag, setting, URL or file
     │   └── UnknownJob              exit 2
     ├── ServiceUnavailable          exit 3   a service is down or refuses us
+    │   └── AccessRefused           exit 3   wrong password, vhost, TLS certificate: not retried
     ├── SchemaOutOfDate             exit 4   run `nightfold db upgrade`
     ├── RunConflict                 exit 5   another master owns the run
     ├── RunFailed                   exit 6   the run ended failed or cancelled
@@ -56,6 +57,15 @@ class ServiceUnavailable(NightfoldError):
         self.service = service
         self.detail = detail
         super().__init__(f"{service} unavailable: {detail}")
+
+
+class AccessRefused(ServiceUnavailable):
+    """The service answered and refused our credentials or permissions, or its
+    TLS certificate failed verification.
+
+    Never retried: waiting does not fix a wrong password, so a worker started with
+    one exits at once with this message instead of retrying until its deadline.
+    """
 
 
 class SchemaOutOfDate(NightfoldError):

@@ -157,9 +157,35 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, sort_keys=True)
 
 
+class LibraryTracebacks(logging.Filter):
+    """Turns a library's logged traceback into one line: ``message: Type: text``.
+
+    pika and SQLAlchemy log the connection errors they then raise to us with their
+    full traceback (``Error in _create_connection()``), so one RabbitMQ restart
+    filled a worker's log with stack frames for an outage it rides out by design.
+    Our handlers report those errors already; the library's copy keeps its
+    message and exception text, not its frames; ``--log-level debug`` keeps them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not record.name.startswith("nightfold"):
+            exc = record.exc_info[1]
+            if exc is not None:
+                detail = str(exc).splitlines()[0] if str(exc) else ""
+                summary = type(exc).__name__ + (f": {detail}" if detail else "")
+                record.msg = f"{record.getMessage()}: {summary}"
+                record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup_logging(level: str = "INFO", fmt: str = "human") -> None:
+    """Log to stderr in ``fmt``; at DEBUG, libraries' stack frames are kept."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
+    if level.upper() != "DEBUG":
+        handler.addFilter(LibraryTracebacks())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -25,6 +25,7 @@ from nightfold.common.errors import RunFailed, ServiceUnavailable
 from nightfold.common.identity import is_local_and_dead, new_identity
 from nightfold.common.jobs.base import Job
 from nightfold.common.logs import fields
+from nightfold.common.outage import Outage
 from nightfold.common.states import ChunkState, RunState, Stage
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Publisher
@@ -151,38 +152,20 @@ class Master:
     def _loop(self, run: RunInfo) -> RunState:
         """Tick until the run is terminal, riding out service outages (a database,
         broker or store restart) with backoff for up to ``connect_deadline_seconds``."""
-        deadline = self.settings.connect_deadline_seconds
-        outage_since: float | None = None
-        backoff = 0.5
+        outage = Outage(
+            self.settings.connect_deadline_seconds,
+            log,
+            f"run {run.label}",
+            fields(run=run.label, master=self.me),
+        )
         while True:
             try:
                 with db_errors(self.settings.database_url):
                     terminal, moved = self._tick(run.id)
             except ServiceUnavailable as exc:
-                now = time.monotonic()
-                outage_since = outage_since or now
-                if now - outage_since > deadline:
-                    raise ServiceUnavailable(
-                        exc.service, f"{exc.detail} (gave up after {deadline:.0f}s)"
-                    ) from exc
-                log.warning(
-                    "run %s: %s; retrying in %.1fs",
-                    run.label,
-                    exc,
-                    backoff,
-                    extra=fields(run=run.label, master=self.me),
-                )
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                time.sleep(outage.failed(exc))
                 continue
-            if outage_since is not None:
-                log.info(
-                    "run %s: services back after %.1fs",
-                    run.label,
-                    time.monotonic() - outage_since,
-                    extra=fields(run=run.label, master=self.me),
-                )
-            outage_since, backoff = None, 0.5
+            outage.recovered()
             if terminal is not None:
                 return terminal
             if not moved:

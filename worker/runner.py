@@ -28,10 +28,16 @@ from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import workers as worker_repo
 from nightfold.common.db.chunks import Claim
 from nightfold.common.db.engine import retrying
-from nightfold.common.errors import ChunkLost, NightfoldError, ServiceUnavailable
+from nightfold.common.errors import (
+    AccessRefused,
+    ChunkLost,
+    NightfoldError,
+    ServiceUnavailable,
+)
 from nightfold.common.identity import new_identity
 from nightfold.common.jobs import Job, get_job
 from nightfold.common.logs import claim_fields, fields
+from nightfold.common.outage import Outage
 from nightfold.common.states import ChunkState, Stage
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Consumer, Delivery
@@ -74,6 +80,8 @@ class Worker:
         self._busy_lock = threading.Lock()
         self.chunks_done = 0
         self._signals = 0
+        self.fatal: ServiceUnavailable | None = None
+        """Why the worker gave up (refused, or an outage past the deadline), if it did."""
 
     # -- signals -------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -115,7 +123,12 @@ class Worker:
         for t in threads:
             t.start()
         consumer: Consumer | None = None
-        backoff = 0.5
+        outage = Outage(
+            self.settings.connect_deadline_seconds,
+            log,
+            f"worker {self.me}",
+            fields(worker=self.me),
+        )
         next_seen = 0.0
         stop_deadline: float | None = None
         try:
@@ -133,6 +146,9 @@ class Worker:
                         break
                     if now >= stop_deadline:
                         self.hard_stop.set()
+                    if consumer is None:  # stopping: no reconnect just to flush acks
+                        time.sleep(0.1)
+                        continue
                 try:
                     if consumer is None:
                         consumer = self.consumer_factory()
@@ -146,39 +162,21 @@ class Worker:
                         # give the slot back, or the loop only pumps a dead consumer forever
                         self._in_flight.release()
                         raise
+                    outage.recovered()
                     if delivery is None:
                         self._in_flight.release()
                         continue
-                    if delivery.extra.get("redelivered"):
-                        metrics.MESSAGES_REDELIVERED.inc()
-                    if delivery.hint is None:
-                        metrics.MESSAGES_DEAD_LETTERED.inc()
-                        log.warning(
-                            "worker %s: dead-lettering malformed message: %s",
-                            self.me,
-                            delivery.error,
-                            extra=fields(worker=self.me),
-                        )
-                        consumer.reject(delivery)
-                        self._in_flight.release()
-                        continue
-                    with self._busy_lock:
-                        self._busy += 1
-                    self._work.put(delivery)
-                    backoff = 0.5
+                    self._dispatch(consumer, delivery)
                 except ServiceUnavailable as exc:
-                    log.warning(
-                        "worker %s: %s; retrying in %.1fs",
-                        self.me,
-                        exc,
-                        backoff,
-                        extra=fields(worker=self.me),
-                    )
                     if consumer is not None:
                         consumer.close()
                         consumer = None
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    try:
+                        time.sleep(outage.failed(exc))
+                    except ServiceUnavailable as fatal:
+                        self._give_up(fatal)
+            if self.fatal is not None:
+                raise self.fatal
             return 0
         finally:
             self.stopping.set()
@@ -198,6 +196,33 @@ class Worker:
                 self.chunks_done,
                 extra=fields(worker=self.me),
             )
+
+    def _dispatch(self, consumer: Consumer, delivery: Delivery) -> None:
+        """Hand a delivery to a processing thread, or dead-letter it if malformed."""
+        if delivery.extra.get("redelivered"):
+            metrics.MESSAGES_REDELIVERED.inc()
+        if delivery.hint is None:
+            metrics.MESSAGES_DEAD_LETTERED.inc()
+            log.warning(
+                "worker %s: dead-lettering malformed message: %s",
+                self.me,
+                delivery.error,
+                extra=fields(worker=self.me),
+            )
+            consumer.reject(delivery)
+            self._in_flight.release()
+            return
+        with self._busy_lock:
+            self._busy += 1
+        self._work.put(delivery)
+
+    def _give_up(self, exc: ServiceUnavailable) -> None:
+        """A refusal or an outage past the deadline: stop as on SIGTERM (current
+        chunks finish or are released within the grace period), then exit with it."""
+        if self.fatal is None:
+            self.fatal = exc
+            log.error("worker %s: giving up: %s", self.me, exc, extra=fields(worker=self.me))
+        self.request_stop()
 
     def _idle(self) -> bool:
         with self._busy_lock:
@@ -239,6 +264,8 @@ class Worker:
                     if store is None:
                         store = self.store_factory()
                     self.handle(delivery, store)
+                except AccessRefused as exc:
+                    self._give_up(exc)
                 except ServiceUnavailable as exc:
                     log.warning("worker %s: %s", self.me, exc, extra=fields(worker=self.me))
                     if store is not None:

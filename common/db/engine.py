@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from nightfold.common.errors import ConfigError, ServiceUnavailable
+from nightfold.common.errors import AccessRefused, ConfigError, ServiceUnavailable
 from nightfold.common.urls import mask_url
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ def db_errors(url: str) -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
+        if _error_code(exc) in _REFUSED_CODES or "CERTIFICATE_VERIFY_FAILED" in str(exc.orig):
+            raise AccessRefused("database", f"{mask_url(url)}: {_short(exc)}") from exc
         if exc.connection_invalidated or _is_connect_error(exc):
             raise ServiceUnavailable("database", f"{mask_url(url)}: {_short(exc)}") from exc
         raise
@@ -91,18 +93,24 @@ def db_errors(url: str) -> Iterator[None]:
         raise
 
 
-_CONNECT_CODES = {1045, 1044, 1049, 2003, 2005, 2006, 2013, 2055}
+_CONNECT_CODES = {2003, 2005, 2006, 2013, 2055}
+# Access denied for the user (1045), to the database (1044), no such database
+# (1049): the server answered, and waiting will not change its answer.
+_REFUSED_CODES = {1044, 1045, 1049}
 # Lock wait timeout (1205) and deadlock (1213): the transaction was rolled back and
 # only needs running again, which every caller does for ServiceUnavailable.
 _RETRY_CODES = {1205, 1213}
 
 
+def _error_code(exc: DBAPIError) -> int | None:
+    args: tuple[object, ...] = tuple(getattr(exc.orig, "args", ()))
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 def _is_connect_error(exc: DBAPIError) -> bool:
-    orig = exc.orig
-    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
-    if args and isinstance(args[0], int) and args[0] in _CONNECT_CODES | _RETRY_CODES:
+    if _error_code(exc) in _CONNECT_CODES | _RETRY_CODES:
         return True
-    text = str(orig)
+    text = str(exc.orig)
     return "unable to open database" in text or "Can't connect" in text
 
 
@@ -125,7 +133,8 @@ def retrying(url: str, fn: Callable[[], T], *, deadline: float, what: str) -> T:
             return fn()
 
     retry = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(ServiceUnavailable),
+        retry=tenacity.retry_if_exception_type(ServiceUnavailable)
+        & tenacity.retry_if_not_exception_type(AccessRefused),
         wait=tenacity.wait_exponential(multiplier=0.2, max=5),
         stop=tenacity.stop_after_delay(deadline),
         before_sleep=lambda rs: log.warning(

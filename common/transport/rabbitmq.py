@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import ssl
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -19,7 +20,12 @@ from urllib.parse import parse_qs, urlsplit
 import pika
 import pika.exceptions
 
-from nightfold.common.errors import ConfigError, MalformedMessage, ServiceUnavailable
+from nightfold.common.errors import (
+    AccessRefused,
+    ConfigError,
+    MalformedMessage,
+    ServiceUnavailable,
+)
 from nightfold.common.transport.base import Delivery
 from nightfold.common.transport.messages import Hint, decode_hint
 from nightfold.common.urls import mask_url
@@ -29,18 +35,34 @@ PUBLISH_BATCH = 1000
 """Hints per AMQP transaction (see :class:`RabbitPublisher`)."""
 
 
-def _parse(url: str) -> tuple[pika.URLParameters, str]:
+TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_check_hostname")
+"""TLS query options of an ``amqps://`` URL, named as in a ``mysql+pymysql://`` one."""
+
+
+def parse_broker_url(url: str) -> tuple[pika.URLParameters, str]:
+    """pika's parameters and the work queue's name for an ``amqp[s]://`` URL.
+
+    nightfold's own query options (``queue``, the ``ssl_*`` TLS options) are taken
+    out; pika's (``heartbeat``, ``ssl_options``, ...) pass through to it.
+    """
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     queue = query.pop("queue", [DEFAULT_QUEUE])[0]
+    tls = {k: query.pop(k)[0] for k in TLS_OPTIONS if k in query}
     if not parts.hostname:
         raise ConfigError(f"broker URL {mask_url(url)!r} names no host")
+    if tls and "ssl_options" in query:
+        raise ConfigError(f"broker URL {mask_url(url)!r}: use ssl_options or ssl_*, not both")
     rest = "&".join(f"{k}={v[0]}" for k, v in query.items())
     base = url.split("?", 1)[0]
     try:
         params = pika.URLParameters(base + (f"?{rest}" if rest else ""))
     except Exception as exc:  # pika raises plain ValueError / others on bad query args
         raise ConfigError(f"broker URL {mask_url(url)!r} is invalid: {exc}") from exc
+    if parts.scheme == "amqps":
+        _tls(params, url, parts.hostname, tls, raw="ssl_options" in query)
+    elif tls:
+        raise ConfigError(f"broker URL {mask_url(url)!r}: {', '.join(tls)} need amqps://")
     if "heartbeat" not in query:
         params.heartbeat = 30
     if "connection_attempts" not in query:
@@ -49,18 +71,69 @@ def _parse(url: str) -> tuple[pika.URLParameters, str]:
     return params, queue
 
 
+def _tls(params: pika.URLParameters, url: str, host: str, tls: dict[str, str], raw: bool) -> None:
+    """Verify the broker's certificate against ``ssl_ca`` (else the system's CAs) and
+    its name against the URL's host; ``ssl_cert``/``ssl_key`` present a client
+    certificate. pika alone leaves the server name unset, so a plain ``amqps://``
+    URL fails its own hostname check; pika's raw ``ssl_options`` still wins."""
+    if raw:
+        if params.ssl_options is not None and params.ssl_options.server_hostname is None:
+            params.ssl_options = pika.SSLOptions(params.ssl_options.context, host)
+        return
+    try:
+        context = ssl.create_default_context(cafile=tls.get("ssl_ca"))
+        if "ssl_cert" in tls:
+            context.load_cert_chain(tls["ssl_cert"], tls.get("ssl_key"))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"broker URL {mask_url(url)!r}: TLS files: {exc}") from exc
+    check = tls.get("ssl_check_hostname", "true").lower()
+    if check not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"broker URL {mask_url(url)!r}: ssl_check_hostname={check!r}")
+    context.check_hostname = check in ("true", "1", "yes")
+    params.ssl_options = pika.SSLOptions(context, host)
+
+
 @contextlib.contextmanager
 def amqp_errors(url: str) -> Iterator[None]:
-    """Map pika's errors to ServiceUnavailable, with the password masked."""
+    """Map pika's errors to ServiceUnavailable, with the password masked.
+
+    A login or vhost the broker explicitly refused (reply 403 or 530) is
+    :class:`AccessRefused`, which nobody retries. pika also raises its
+    "probable" authentication errors when the socket merely drops during the
+    handshake, as it does while RabbitMQ restarts; those stay retryable.
+    """
     try:
         yield
-    except pika.exceptions.ProbableAuthenticationError as exc:
-        raise ServiceUnavailable("rabbitmq", f"{mask_url(url)}: authentication refused") from exc
+    except (
+        pika.exceptions.ProbableAuthenticationError,
+        pika.exceptions.AuthenticationError,
+    ) as exc:
+        what = "login refused (check the user and password)"
+        raise _refusal(url, exc, what) from exc
     except pika.exceptions.ProbableAccessDeniedError as exc:
-        raise ServiceUnavailable("rabbitmq", f"{mask_url(url)}: access to vhost refused") from exc
+        what = "access to the vhost refused (check the vhost and the user's permissions)"
+        raise _refusal(url, exc, what) from exc
     except (pika.exceptions.AMQPError, OSError) as exc:
         detail = str(exc) or type(exc).__name__
+        if "CERTIFICATE_VERIFY_FAILED" in detail:
+            reason = _verify_reason(detail)
+            raise AccessRefused("rabbitmq", f"{mask_url(url)}: TLS: {reason}") from exc
         raise ServiceUnavailable("rabbitmq", f"{mask_url(url)}: {detail}") from exc
+
+
+def _verify_reason(detail: str) -> str:
+    """``certificate verify failed: <why>`` out of pika's nested exception text."""
+    start = detail.find("certificate verify failed")
+    return detail[start:].split(" (_ssl", 1)[0] if start >= 0 else detail
+
+
+def _refusal(url: str, exc: Exception, what: str) -> ServiceUnavailable:
+    text = str(exc)
+    if isinstance(exc, pika.exceptions.AuthenticationError) or any(
+        marker in text for marker in ("ACCESS_REFUSED", "NOT_ALLOWED", "(403)", "(530)")
+    ):
+        return AccessRefused("rabbitmq", f"{mask_url(url)}: {what}")
+    return ServiceUnavailable("rabbitmq", f"{mask_url(url)}: connection dropped during login")
 
 
 def declare(channel: Any, queue: str) -> None:
@@ -86,7 +159,7 @@ class RabbitPublisher:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.params, self.queue = _parse(url)
+        self.params, self.queue = parse_broker_url(url)
         self._conn: Any = None
         self._channel: Any = None
         self._returned = 0
@@ -154,7 +227,7 @@ class RabbitConsumer:
 
     def __init__(self, url: str, prefetch: int) -> None:
         self.url = url
-        self.params, self.queue = _parse(url)
+        self.params, self.queue = parse_broker_url(url)
         self.prefetch = prefetch
         self._ready: collections.deque[Delivery] = collections.deque()
         self._generation = 0
@@ -248,7 +321,7 @@ class RabbitConsumer:
 
 def queue_depth(url: str) -> tuple[int, int]:
     """Messages ready in the work queue and in its dead-letter queue."""
-    params, queue = _parse(url)
+    params, queue = parse_broker_url(url)
     with amqp_errors(url):
         conn = pika.BlockingConnection(params)
         try:

@@ -3,35 +3,12 @@ no password. Runs the real ``nightfold`` command in a subprocess."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from nightfold.common.errors import RET_CONFIG, RET_CONNECT, RET_SCHEMA
-
-
-def nightfold(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTFOLD_")}
-    return subprocess.run(
-        [sys.executable, "-m", "nightfold", *args],
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
-
-
-def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, res.stderr
-    return lines[0]
+from tests.support.cli import final_error, nightfold, one_line_error
 
 
 @pytest.mark.parametrize("day", ["2026-13-01", "yesterdayish", "22/11/2026", ""])
@@ -44,7 +21,7 @@ def test_invalid_day(day: str, tmp_path: Path) -> None:
 def test_backfill_range_inverted(tmp_path: Path) -> None:
     res = nightfold("master", "run", "--from", "2026-11-22", "--to", "2026-11-01", cwd=tmp_path)
     assert res.returncode == RET_CONFIG
-    assert "before --from" in _one_line_error(res)
+    assert "before --from" in one_line_error(res)
 
 
 def test_unknown_job(tmp_path: Path) -> None:
@@ -52,7 +29,7 @@ def test_unknown_job(tmp_path: Path) -> None:
     assert nightfold("db", "upgrade", env=env).returncode == 0
     res = nightfold("master", "run", "--day", "2026-11-22", "--job", "nope", env=env, cwd=tmp_path)
     assert res.returncode == RET_CONFIG
-    assert "unknown job 'nope'" in _one_line_error(res)
+    assert "unknown job 'nope'" in one_line_error(res)
 
 
 @pytest.mark.parametrize(
@@ -66,7 +43,7 @@ def test_unknown_job(tmp_path: Path) -> None:
 def test_malformed_urls(var: str, value: str, tmp_path: Path) -> None:
     res = nightfold("status", env={var: value}, cwd=tmp_path)
     assert res.returncode == RET_CONFIG
-    line = _one_line_error(res)
+    line = one_line_error(res)
     assert "pw" not in line.replace("***", "")
 
 
@@ -74,7 +51,7 @@ def test_unreachable_database_masks_password(tmp_path: Path) -> None:
     url = "mysql+pymysql://nightfold:hunter2@127.0.0.1:1/nightfold"
     res = nightfold("status", env={"NIGHTFOLD_DATABASE_URL": url}, cwd=tmp_path)
     assert res.returncode == RET_CONNECT
-    line = _one_line_error(res)
+    line = one_line_error(res)
     assert "hunter2" not in line and "***" in line
 
 
@@ -82,7 +59,7 @@ def test_schema_out_of_date(tmp_path: Path) -> None:
     env = {"NIGHTFOLD_DATABASE_URL": f"sqlite:///{tmp_path}/fresh.db"}
     res = nightfold("status", env=env, cwd=tmp_path)
     assert res.returncode == RET_SCHEMA
-    assert "nightfold db upgrade" in _one_line_error(res)
+    assert "nightfold db upgrade" in one_line_error(res)
 
 
 def test_config_show_masks(tmp_path: Path) -> None:
@@ -90,3 +67,36 @@ def test_config_show_masks(tmp_path: Path) -> None:
     res = nightfold("config", "show", env=env, cwd=tmp_path)
     assert res.returncode == 0
     assert "topsecret" not in res.stdout and "amqp://nightfold:***@h:5672/v" in res.stdout
+
+
+def _upgraded_sqlite(tmp_path: Path) -> dict[str, str]:
+    env = {"NIGHTFOLD_DATABASE_URL": f"sqlite:///{tmp_path}/nightfold.db"}
+    assert nightfold("db", "upgrade", env=env).returncode == 0
+    return env
+
+
+def test_unreachable_store(tmp_path: Path) -> None:
+    env = _upgraded_sqlite(tmp_path) | {"NIGHTFOLD_STORE_URL": "hbase://127.0.0.1:1"}
+    res = nightfold("seed", "--day", "2026-11-22", "--rows", "10", env=env, cwd=tmp_path)
+    assert res.returncode == RET_CONNECT
+    assert "hbase" in one_line_error(res).lower()
+
+
+@pytest.mark.parametrize("command", [("worker", "run"), ("master", "run", "--day", "2026-11-22")])
+def test_unreachable_broker_gives_up_after_the_deadline(
+    command: tuple[str, ...], tmp_path: Path
+) -> None:
+    # Given a broker nobody listens on, and a 2 s connect deadline
+    env = _upgraded_sqlite(tmp_path) | {
+        "NIGHTFOLD_STORE_URL": f"local://{tmp_path}/store.sqlite",
+        "NIGHTFOLD_BROKER_URL": "amqp://nightfold:hunter2@127.0.0.1:1/nightfold",
+        "NIGHTFOLD_CONNECT_DEADLINE_SECONDS": "2",
+    }
+    assert nightfold("seed", "--day", "2026-11-22", "--rows", "100", env=env).returncode == 0
+    # When a worker (or a master with chunks to publish) starts
+    res = nightfold(*command, env=env, cwd=tmp_path, timeout=60)
+    # Then it retries, gives up after the deadline with one masked line, exit 3
+    assert res.returncode == RET_CONNECT, res.stderr
+    line = final_error(res, "hunter2")
+    assert "rabbitmq unavailable" in line and "gave up after 2s" in line
+    assert "amqp://nightfold:***@127.0.0.1:1/nightfold" in line

@@ -229,3 +229,38 @@ class _Claim:
 def test_claim_fields_take_any_claim_shaped_object() -> None:
     got = claim_fields(_Claim(1, _Run("j/d#1"), "reduce", 1), "w")
     assert got == {"run": "j/d#1", "stage": "reduce", "chunk": 1, "attempt": 1, "worker": "w"}
+
+
+def _log_library_error(logger_name: str, level: str) -> list[str]:
+    """Log an exception the way pika does (``LOGGER.exception``) and return stderr lines."""
+    import io
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    out = io.StringIO()
+    try:
+        setup_logging(level, "human")
+        root.handlers[0].setStream(out)  # type: ignore[attr-defined]
+        try:
+            raise ConnectionResetError(104, f"Connection reset by peer {DB_URL}")
+        except ConnectionResetError:
+            logging.getLogger(logger_name).exception("Error in _create_connection().")
+    finally:
+        root.handlers[:], lvl = saved
+        root.setLevel(lvl)
+    return out.getvalue().splitlines()
+
+
+def test_library_tracebacks_become_one_line() -> None:
+    # Given pika logging a connection error with its traceback, at INFO
+    lines = _log_library_error("pika.adapters.blocking_connection", "INFO")
+    # Then it is one line with the exception's type and text, password masked
+    assert len(lines) == 1
+    assert "Error in _create_connection().: ConnectionResetError: [Errno 104]" in lines[0]
+    assert SECRET not in lines[0]
+
+
+def test_own_and_debug_tracebacks_are_kept() -> None:
+    # Our own unexpected errors keep their frames; so do libraries' at DEBUG
+    assert any("Traceback" in x for x in _log_library_error("nightfold.worker", "INFO"))
+    assert any("Traceback" in x for x in _log_library_error("pika", "DEBUG"))
