@@ -30,6 +30,10 @@ ORDER = (
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__.strip())
+        print(f"\nbenchmarks: {', '.join(ORDER)}")
+        return 0
     chosen = [a for a in argv if a in ORDER] or list(ORDER)
     unknown = [a for a in argv if a not in ORDER]
     if unknown:

@@ -19,22 +19,22 @@ and a prefetch of one.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from typing import Any
 
 from celery import Celery, group
 
+from bench.common import DAY
+from bench.runner import NoLease, synthetic_claim
 from nightfold.common.db.chunks import Claim
-from nightfold.common.db.runs import RunInfo, RunParams
+from nightfold.common.db.runs import RunParams
 from nightfold.common.jobs.merchant_daily import MerchantDaily
 from nightfold.common.keys import KeyRange, partial_prefix, prefix_range
-from nightfold.common.states import RunState, Stage
+from nightfold.common.states import Stage
 from nightfold.common.store import open_store
 from nightfold.common.store.base import Store
 from nightfold.worker.executor import run_map, run_reduce
 
-DAY = dt.date(2026, 11, 20)
 GENERATION = 9
 """Celery's partials live at generation 9 of the day, apart from nightfold's (1)."""
 REDUCE_BUCKETS = RunParams.reduce_buckets
@@ -64,13 +64,6 @@ app.conf.update(
 )
 
 
-class _NoLease:
-    """Celery has no leases: the map step's progress ticks go nowhere."""
-
-    def tick(self, rows_read: int, last_key: bytes | None) -> None:
-        return None
-
-
 _store: Store | None = None
 
 
@@ -82,31 +75,21 @@ def store() -> Store:
 
 
 def _claim(stage: Stage, idx: int, key_range: KeyRange) -> Claim:
-    run = RunInfo(
-        id=0,
-        job="merchant_daily",
-        day=DAY,
-        generation=GENERATION,
-        state=RunState.MAPPING,
-        owner=None,
-        cancel_requested=False,
-        params=RunParams(),
-        error=None,
-    )
-    return Claim(0, run, stage, idx, key_range, owner="celery", attempt=1)
+    """Celery has no runs and no leases: a synthetic claim, progress ticks go nowhere."""
+    return synthetic_claim(stage, idx, key_range, generation=GENERATION, owner="celery")
 
 
 @app.task(name="nfbench.map_chunk")
 def map_chunk(idx: int, start: str, end: str) -> dict[str, int]:
     key_range = KeyRange(bytes.fromhex(start), bytes.fromhex(end))
-    result = run_map(_claim(Stage.MAP, idx, key_range), store(), JOB, _NoLease())  # type: ignore[arg-type]
+    result = run_map(_claim(Stage.MAP, idx, key_range), store(), JOB, NoLease())  # type: ignore[arg-type]
     return {"idx": idx, "rows": result.rows_read, "malformed": result.rows_malformed}
 
 
 @app.task(name="nfbench.reduce_bucket")
 def reduce_bucket(bucket: int) -> dict[str, int]:
     key_range = prefix_range(partial_prefix("merchant_daily", DAY, GENERATION, bucket))
-    result = run_reduce(_claim(Stage.REDUCE, bucket, key_range), store(), JOB, _NoLease())  # type: ignore[arg-type]
+    result = run_reduce(_claim(Stage.REDUCE, bucket, key_range), store(), JOB, NoLease())  # type: ignore[arg-type]
     return {"bucket": bucket, "partials": result.rows_read}
 
 

@@ -47,11 +47,19 @@ from bench.common import (
     log,
     median,
     paired_ratios,
-    run_nightfold_hbase,
     store_url,
     stored_digest,
     unique,
     wait_for,
+    wait_rusage,
+    write_result,
+)
+from bench.runner import (
+    nightfold_env,
+    nightfold_workers,
+    run_nightfold_hbase,
+    spawn_master,
+    spawn_nightfold,
 )
 
 WORKERS = 2
@@ -195,29 +203,6 @@ def _prepare_backend(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-c", code], env=env, check=True)
 
 
-def _clear_celery_outputs(url: str) -> None:
-    from bench.celery_app import GENERATION, SUMMARY_TABLE
-    from nightfold.common.keys import (
-        PARTIAL_FAMILY,
-        PARTIALS_TABLE,
-        SEP,
-        day_token,
-        partial_prefix,
-        prefix_range,
-    )
-    from nightfold.common.store import open_store
-
-    store = open_store(url)
-    try:
-        store.ensure_table(PARTIALS_TABLE, [PARTIAL_FAMILY])
-        store.ensure_table(SUMMARY_TABLE, ["s"])
-        prefix = partial_prefix("merchant_daily", DAY, GENERATION)
-        store.delete_range(PARTIALS_TABLE, prefix_range(prefix))
-        store.delete_range(SUMMARY_TABLE, prefix_range(day_token(DAY) + SEP))
-    finally:
-        store.close()
-
-
 def run_celery(
     label: str, kill: str | None = None, timeout: float = DRIVER_TIMEOUT
 ) -> dict[str, Any]:
@@ -226,10 +211,10 @@ def run_celery(
     A chord that has not finished after ``timeout`` seconds is recorded as hung (a
     killed pool child can take the chord's ``chord_unlock`` task down with it).
     """
-    from bench.celery_app import SUMMARY_TABLE
+    from bench.celery_app import GENERATION, SUMMARY_TABLE
 
     url = store_url()
-    _clear_celery_outputs(url)
+    clear_outputs(url, generation=GENERATION, summary_table=SUMMARY_TABLE)
     logs = WORK / "logs" / label
     out = WORK / f"{label}.json"
     with fresh_mariadb("bcel") as backend, fresh_queue("nfbench.celery") as queue:
@@ -295,13 +280,11 @@ def run_nightfold_kill(label: str) -> dict[str, Any]:
     """nightfold with a worker SIGKILLed mid-map and a replacement started."""
     from sqlalchemy import func, select
 
-    from bench.common import spawn_nightfold
     from nightfold.common.db.engine import make_engine
     from nightfold.common.db.models import Chunk, RunEvent
 
     url = store_url()
     clear_outputs(url)
-    settings = {"lease_seconds": 10}
     with fresh_mariadb("bk") as db_url, fresh_queue() as queue_url:
         engine = make_engine(db_url)
 
@@ -313,25 +296,31 @@ def run_nightfold_kill(label: str) -> dict[str, Any]:
                     ).scalar_one()
                 )
 
-        env = clean_env(
-            database_url=db_url, broker_url=queue_url, store_url=url, log_level="INFO", **settings
-        )
+        env = nightfold_env(db_url, queue_url, url, lease_seconds=10)
         logs = WORK / "logs" / label
-        state: dict[str, Any] = {}
+        replacement: list[subprocess.Popen[bytes]] = []
+        with nightfold_workers(env, logs, WORKERS, db_url) as workers:
 
-        def killer() -> None:
-            wait_for(lambda: done() >= KILL_AFTER_DONE, 600, "map chunks done", poll=0.05)
-            victim = state["workers"][0]
-            victim.send_signal(signal.SIGKILL)
-            victim.wait()
-            state["replacement"] = spawn_nightfold(env, logs, "worker-replacement", "worker", "run")
+            def killer() -> None:
+                wait_for(lambda: done() >= KILL_AFTER_DONE, 600, "map chunks done", poll=0.05)
+                victim = workers[0]
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+                replacement.append(
+                    spawn_nightfold(env, logs, "worker-replacement", "worker", "run")
+                )
 
-        thread = threading.Thread(target=killer, daemon=True)
-        run = _run_with_hook(label, db_url, queue_url, url, settings, state, thread)
-        replacement = state.get("replacement")
-        if replacement is not None and replacement.poll() is None:
-            replacement.send_signal(signal.SIGTERM)
-            replacement.wait(timeout=30)
+            thread = threading.Thread(target=killer, daemon=True)
+            started = time.monotonic()
+            master = spawn_master(env, logs)
+            thread.start()  # once the master runs
+            code, _ = wait_rusage(master, 900)
+            wall = time.monotonic() - started
+            thread.join(timeout=5)
+        for p in replacement:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait(timeout=30)
         with engine.connect() as conn:
             redone = conn.execute(
                 select(func.count()).where(Chunk.state == "done", Chunk.attempt > 1)
@@ -343,44 +332,13 @@ def run_nightfold_kill(label: str) -> dict[str, Any]:
     digest = stored_digest(url)
     return {
         "label": label,
-        "wall_s": run["wall_s"],
+        "wall_s": wall,
         "digest": digest,
-        "exact": run["code"] == 0 and digest == expected_digest(),
+        "exact": code == 0 and digest == expected_digest(),
         "chunks_retried": int(redone),
         "done_events": int(done_events),
         "killed": "worker process (SIGKILL), replacement started; lease 10 s",
     }
-
-
-def _run_with_hook(
-    label: str,
-    db_url: str,
-    queue_url: str,
-    url: str,
-    settings: dict[str, Any],
-    state: dict[str, Any],
-    killer: Any,
-) -> dict[str, Any]:
-    """run_nightfold's steps, with the killer thread started once the master runs."""
-    from bench.common import spawn_nightfold, stop, wait_rusage, workers_registered
-
-    env = clean_env(
-        database_url=db_url, broker_url=queue_url, store_url=url, log_level="INFO", **settings
-    )
-    logs = WORK / "logs" / label
-    procs = [spawn_nightfold(env, logs, f"worker-{i}", "worker", "run") for i in range(WORKERS)]
-    state["workers"] = procs
-    try:
-        wait_for(lambda: workers_registered(db_url) >= WORKERS, 120, "workers up")
-        started = time.monotonic()
-        master = spawn_nightfold(env, logs, "master", "master", "run", "--day", DAY.isoformat())
-        killer.start()
-        code, _ = wait_rusage(master, 900)
-        wall = time.monotonic() - started
-        killer.join(timeout=5)
-    finally:
-        stop(procs)
-    return {"wall_s": wall, "code": code}
 
 
 def run(reps: int = REPS) -> dict[str, Any]:
@@ -432,8 +390,6 @@ def run(reps: int = REPS) -> dict[str, Any]:
             "result_backend": "database (MariaDB)",
         },
     }
-    from bench.common import write_result
-
     write_result("celery_compare", result)
     return result
 

@@ -1,5 +1,5 @@
 """Shared helpers of the benchmarks: services, the seeded day, fresh namespaces,
-running nightfold as processes, peak RSS, and the results files.
+processes and peak RSS, and the results files (running nightfold: ``bench.runner``).
 
 Every benchmark measures ratios or paired comparisons inside one run (this
 machine is shared and has 2 cores): variants are interleaved A B A B and the
@@ -17,10 +17,8 @@ import secrets
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -246,12 +244,20 @@ def ensure_embedded_store(rows: int, day: dt.date = DAY) -> Path:
     return path
 
 
-def clear_outputs(url: str, job: str = "merchant_daily", day: dt.date = DAY) -> None:
-    """Delete a day's partials (generation 1) and summaries, so a new run starts clean.
+def clear_outputs(
+    url: str,
+    job: str = "merchant_daily",
+    day: dt.date = DAY,
+    *,
+    generation: int = 1,
+    summary_table: str = "nightfold_summary",
+) -> None:
+    """Delete a day's partials (of ``generation``) and summaries, so a new run starts clean.
 
     Every benchmark run uses a fresh database, so its run is generation 1 and
     writes its partials at the same keys as the previous run's: left there, a
-    run with fewer chunks would reduce stale ones too.
+    run with fewer chunks would reduce stale ones too. (Celery's chord writes at
+    a generation and summary table of its own: ``bench.celery_app``.)
     """
     from nightfold.common.keys import (
         PARTIAL_FAMILY,
@@ -266,9 +272,9 @@ def clear_outputs(url: str, job: str = "merchant_daily", day: dt.date = DAY) -> 
     store = open_store(url)
     try:
         store.ensure_table(PARTIALS_TABLE, [PARTIAL_FAMILY])
-        store.ensure_table("nightfold_summary", ["s"])
-        store.delete_range(PARTIALS_TABLE, prefix_range(partial_prefix(job, day, 1)))
-        store.delete_range("nightfold_summary", prefix_range(day_token(day) + SEP))
+        store.ensure_table(summary_table, ["s"])
+        store.delete_range(PARTIALS_TABLE, prefix_range(partial_prefix(job, day, generation)))
+        store.delete_range(summary_table, prefix_range(day_token(day) + SEP))
     finally:
         store.close()
 
@@ -376,201 +382,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, poll: flo
             return
         time.sleep(poll)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-# -- nightfold as processes ----------------------------------------------------------------
-
-
-@dataclass
-class NightfoldRun:
-    """What one nightfold run (a master and its workers, as processes) measured."""
-
-    label: str
-    workers: int
-    wall_s: float
-    """From spawning the master to its exit (workers were already up)."""
-    rows: int
-    map_chunks: int
-    plan_s: float
-    """Run created -> mapping (the planner's sampling scan and the plan's transaction)."""
-    map_s: float
-    """Mapping -> reducing."""
-    reduce_s: float
-    worker_peak_rss_mib: list[float]
-    master_peak_rss_mib: float
-    digest: str | None = None
-    timeline: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows / self.wall_s
-
-    def asdict(self, timeline: bool = False) -> dict[str, Any]:
-        out = asdict(self)
-        out["rows_per_s"] = round(self.rows_per_s)
-        if not timeline:
-            out.pop("timeline")
-        return out
-
-
-def _seconds(a: Any, b: Any) -> float:
-    if a is None or b is None:
-        return float("nan")
-    if isinstance(a, str):
-        a = dt.datetime.fromisoformat(a)
-    if isinstance(b, str):
-        b = dt.datetime.fromisoformat(b)
-    return float((b - a).total_seconds())
-
-
-def _events_at(engine: Any, run_id: int, kind: str) -> Any:
-    from sqlalchemy import func, select
-
-    from nightfold.common.db.models import RunEvent
-
-    with engine.connect() as conn:
-        return conn.execute(
-            select(func.min(RunEvent.at)).where(RunEvent.run_id == run_id, RunEvent.kind == kind)
-        ).scalar()
-
-
-def run_facts(db_url: str) -> dict[str, Any]:
-    """The latest run's stage times, rows and per-chunk timeline, from the database."""
-    from sqlalchemy import select
-
-    from nightfold.common.db.engine import make_engine
-    from nightfold.common.db.models import Chunk, Run
-
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            run = conn.execute(select(Run).order_by(Run.id.desc()).limit(1)).one()._mapping
-            chunks = conn.execute(
-                select(
-                    Chunk.stage,
-                    Chunk.idx,
-                    Chunk.owner,
-                    Chunk.attempt,
-                    Chunk.claimed_at,
-                    Chunk.done_at,
-                    Chunk.rows_read,
-                ).where(Chunk.run_id == run["id"])
-            ).all()
-        reducing_at = _events_at(engine, run["id"], "run_reducing")
-    finally:
-        engine.dispose()
-    origin = run["created_at"]
-    owners = sorted({c.owner for c in chunks if c.owner})
-    timeline = [
-        {
-            "stage": c.stage,
-            "idx": c.idx,
-            "worker": owners.index(c.owner) if c.owner in owners else -1,
-            "attempt": c.attempt,
-            "start": round(_seconds(origin, c.claimed_at), 3),
-            "end": round(_seconds(origin, c.done_at), 3),
-            "rows": c.rows_read,
-        }
-        for c in sorted(chunks, key=lambda c: (c.stage != "map", c.idx))
-    ]
-    return {
-        "state": run["state"],
-        "rows": int(run["rows_read"]),
-        "map_chunks": sum(1 for c in chunks if c.stage == "map"),
-        "plan_s": _seconds(origin, run["started_at"]),
-        "map_s": _seconds(run["started_at"], reducing_at),
-        "reduce_s": _seconds(reducing_at, run["finished_at"]),
-        "timeline": timeline,
-    }
-
-
-def workers_registered(db_url: str) -> int:
-    from sqlalchemy import func, select
-
-    from nightfold.common.db.engine import make_engine
-    from nightfold.common.db.models import Worker
-
-    engine = make_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(Worker)).scalar_one())
-    except Exception:
-        return 0
-    finally:
-        engine.dispose()
-
-
-def spawn_nightfold(
-    env: dict[str, str], logs: Path, name: str, *args: str
-) -> subprocess.Popen[bytes]:
-    logs.mkdir(parents=True, exist_ok=True)
-    out = (logs / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "nightfold", *args], env=env, stdout=out, stderr=subprocess.STDOUT
-    )
-
-
-def run_nightfold(
-    label: str,
-    *,
-    workers: int,
-    db_url: str,
-    broker: str,
-    store: str,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    settings: dict[str, Any] | None = None,
-    timeout: float = 900,
-    check: bool = True,
-) -> NightfoldRun:
-    """One run of the day: ``workers`` worker processes (started and registered
-    first), then the master, timed from its spawn to its exit."""
-    env = clean_env(
-        database_url=db_url,
-        broker_url=broker,
-        store_url=store,
-        chunk_rows=chunk_rows,
-        log_level="INFO",
-        **(settings or {}),
-    )
-    logs = WORK / "logs" / label
-    procs = [spawn_nightfold(env, logs, f"worker-{i}", "worker", "run") for i in range(workers)]
-    try:
-        wait_for(lambda: workers_registered(db_url) >= workers, 120, f"{workers} workers up")
-        started = time.monotonic()
-        master = spawn_nightfold(env, logs, "master", "master", "run", "--day", DAY.isoformat())
-        code, master_rss = wait_rusage(master, timeout)
-        wall = time.monotonic() - started
-        rss = [vm_hwm_mib(p.pid) or float("nan") for p in procs]
-    finally:
-        stop(procs)
-    if code != 0 and check:
-        raise RuntimeError(f"{label}: master exited {code}; see {logs}/master.log")
-    facts = run_facts(db_url)
-    return NightfoldRun(
-        label=label,
-        workers=workers,
-        wall_s=wall,
-        rows=facts["rows"],
-        map_chunks=facts["map_chunks"],
-        plan_s=facts["plan_s"],
-        map_s=facts["map_s"],
-        reduce_s=facts["reduce_s"],
-        worker_peak_rss_mib=[round(r, 1) for r in rss],
-        master_peak_rss_mib=round(master_rss, 1),
-        timeline=facts["timeline"],
-    )
-
-
-def run_nightfold_hbase(label: str, workers: int, **kw: Any) -> NightfoldRun:
-    """A nightfold run on the real services: a fresh database and queue, the seeded day."""
-    url = store_url()
-    clear_outputs(url)
-    with fresh_mariadb() as db_url, fresh_queue() as queue_url:
-        run = run_nightfold(
-            label, workers=workers, db_url=db_url, broker=queue_url, store=url, **kw
-        )
-    run.digest = stored_digest(url)
-    return run
 
 
 # -- pairing and results ---------------------------------------------------------------------

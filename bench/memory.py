@@ -20,9 +20,9 @@ from bench.common import (
     ensure_seeded,
     log,
     read_result,
-    run_nightfold_hbase,
     write_result,
 )
+from bench.runner import run_nightfold_hbase
 
 WORKER_TARGET_MIB = 256
 MASTER_TARGET_MIB = 200

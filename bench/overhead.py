@@ -20,10 +20,10 @@ from bench.common import (
     log,
     median,
     paired_ratios,
-    run_nightfold_hbase,
     store_url,
     write_result,
 )
+from bench.runner import run_nightfold_hbase
 
 TARGET_RATIO = 1.10
 

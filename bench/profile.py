@@ -26,23 +26,17 @@ from bench.common import (
     store_url,
     write_result,
 )
+from bench.runner import NoLease, synthetic_claim
 
 CHUNKS = int(os.environ.get("NIGHTFOLD_BENCH_PROFILE_CHUNKS", "6"))
 PROFILE_GENERATION = 8
 """The profiled map writes its partials at generation 8 of the day (apart from real runs)."""
 
 
-class _NoLease:
-    def tick(self, rows_read: int, last_key: bytes | None) -> None:
-        return None
-
-
 def _claims(store: Any, chunks: int) -> list[Any]:
     """The day's first ``chunks`` map chunks, cut as the planner does (first two salts)."""
-    from nightfold.common.db.chunks import Claim
-    from nightfold.common.db.runs import RunInfo, RunParams
     from nightfold.common.keys import day_ranges
-    from nightfold.common.states import RunState, Stage
+    from nightfold.common.states import Stage
     from nightfold.master.planner import SAMPLES_PER_CHUNK, sample_keys
     from nightfold.master.splitter import split
 
@@ -50,18 +44,10 @@ def _claims(store: Any, chunks: int) -> list[Any]:
     ranges = day_ranges(DAY, SALT_BUCKETS)[:3]
     samples, _ = sample_keys(store, "nightfold_raw", ranges, every)
     cut = split(ranges, [], samples, every, DEFAULT_CHUNK_ROWS)[:chunks]
-    run = RunInfo(
-        id=0,
-        job="merchant_daily",
-        day=DAY,
-        generation=PROFILE_GENERATION,
-        state=RunState.MAPPING,
-        owner=None,
-        cancel_requested=False,
-        params=RunParams(),
-        error=None,
-    )
-    return [Claim(0, run, Stage.MAP, i, r, "profile", 1) for i, r in enumerate(cut)]
+    return [
+        synthetic_claim(Stage.MAP, i, r, generation=PROFILE_GENERATION, owner="profile")
+        for i, r in enumerate(cut)
+    ]
 
 
 def _package(path: str) -> str:
@@ -126,13 +112,13 @@ def run() -> dict[str, Any]:
     store.ensure_table(PARTIALS_TABLE, [PARTIAL_FAMILY])
     job = get_job("merchant_daily")
     claims = _claims(store, CHUNKS)
-    run_map(claims[0], store, job, _NoLease())  # type: ignore[arg-type]  # warm up
+    run_map(claims[0], store, job, NoLease())  # type: ignore[arg-type]  # warm up
     profiler = Profiler(interval=0.001)
     rows = 0
     started = time.perf_counter()
     profiler.start()
     for claim in claims:
-        rows += run_map(claim, store, job, _NoLease()).rows_read  # type: ignore[arg-type]
+        rows += run_map(claim, store, job, NoLease()).rows_read  # type: ignore[arg-type]
     profiler.stop()
     seconds = time.perf_counter() - started
     store.close()

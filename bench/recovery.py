@@ -18,24 +18,20 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.common import (
-    DAY,
     ROWS,
     WORK,
-    clean_env,
     clear_outputs,
     ensure_seeded,
     expected_digest,
     fresh_mariadb,
     fresh_queue,
     log,
-    spawn_nightfold,
-    stop,
     store_url,
     stored_digest,
     wait_for,
-    workers_registered,
     write_result,
 )
+from bench.runner import nightfold_env, nightfold_workers, spawn_master
 from nightfold.common.db.engine import make_engine
 from nightfold.common.db.models import Chunk, RunEvent
 
@@ -80,22 +76,12 @@ def run() -> dict[str, Any]:
     url = store_url()
     clear_outputs(url)
     with fresh_mariadb("br") as db_url, fresh_queue() as queue_url:
-        env = clean_env(
-            database_url=db_url,
-            broker_url=queue_url,
-            store_url=url,
-            max_in_flight=MAX_IN_FLIGHT,
-            log_level="INFO",
-        )
+        env = nightfold_env(db_url, queue_url, url, max_in_flight=MAX_IN_FLIGHT)
         logs = WORK / "logs" / "recovery"
         engine = make_engine(db_url)
-        workers = [
-            spawn_nightfold(env, logs, f"worker-{i}", "worker", "run") for i in range(WORKERS)
-        ]
-        try:
-            wait_for(lambda: workers_registered(db_url) >= WORKERS, 120, "workers up")
+        with nightfold_workers(env, logs, WORKERS, db_url):
             started = time.monotonic()
-            first = spawn_nightfold(env, logs, "master-1", "master", "run", "--day", str(DAY))
+            first = spawn_master(env, logs, "master-1")
             wait_for(
                 lambda: _done_chunks(engine) >= KILL_AFTER_DONE, 600, "map chunks done", poll=0.02
             )
@@ -104,7 +90,7 @@ def run() -> dict[str, Any]:
             first.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             first.wait()
-            second = spawn_nightfold(env, logs, "master-2", "master", "run", "--day", str(DAY))
+            second = spawn_master(env, logs, "master-2")
             acquired: list[float] = []
             progress: list[float] = []
 
@@ -119,8 +105,6 @@ def run() -> dict[str, Any]:
             wait_for(took_over, 120, "the restarted master's first dispatch", poll=0.01)
             code = second.wait(timeout=900)
             wall = time.monotonic() - started
-        finally:
-            stop(workers)
         with engine.connect() as conn:
             done_events = conn.execute(
                 select(RunEvent.chunk_id, func.count())

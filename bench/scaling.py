@@ -14,7 +14,6 @@ from bench.common import (
     REPS,
     ROWS,
     WORK,
-    NightfoldRun,
     ensure_embedded_store,
     ensure_seeded,
     expected_digest,
@@ -23,10 +22,9 @@ from bench.common import (
     log,
     median,
     paired_ratios,
-    run_nightfold,
-    run_nightfold_hbase,
     write_result,
 )
+from bench.runner import NightfoldRun, run_nightfold, run_nightfold_hbase
 
 EMBEDDED_ROWS = max(ROWS // 4, 10_000)
 WORKER_COUNTS = ("1", "2")
