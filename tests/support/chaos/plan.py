@@ -1,0 +1,238 @@
+"""What a trial injects and when: the fault kinds, a trial's plan (its day, sizes and
+faults with their moments) and the deck of lead kinds. Pure functions of the session
+seed, the trial's index and its lead kind, so a trial's plan can be replayed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+
+# --------------------------------------------------------------------------- fault kinds
+
+MASTER_KILLS = (
+    "master_kill_planning",
+    "master_kill_publish",
+    "master_kill_map",
+    "master_kill_stage_switch",
+    "master_kill_finishing",
+)
+WORKER_FAULTS = ("worker_kill", "worker_term")
+RESTARTS = ("restart_mariadb", "restart_rabbitmq", "restart_hbase_thrift")
+MESSAGES = ("msg_duplicate", "msg_stale", "msg_reordered", "msg_garbage")
+SCENARIOS = ("poison", "cancel", "outage_past_deadline")
+KINDS = (*MASTER_KILLS, *WORKER_FAULTS, *RESTARTS, *MESSAGES, *SCENARIOS, "two_masters")
+"""Every kind a session must inject (each one at least once in the short version)."""
+
+SERVICE_OF = {
+    "restart_mariadb": "mariadb",
+    "restart_rabbitmq": "rabbitmq",
+    "restart_hbase_thrift": "hbase-thrift",
+}
+# How often a kind is added to a trial as an extra (restarts cost seconds each).
+EXTRA_WEIGHTS = {
+    **dict.fromkeys(MASTER_KILLS, 3.0),
+    "worker_kill": 4.0,
+    "worker_term": 3.0,
+    "restart_mariadb": 1.5,
+    "restart_rabbitmq": 0.6,
+    "restart_hbase_thrift": 1.0,
+    **dict.fromkeys(MESSAGES, 2.0),
+    "two_masters": 2.0,
+}
+# A poison trial must fail for the poison row alone: no fault that burns attempts.
+POISON_COMPATIBLE = {
+    "master_kill_planning",
+    "master_kill_publish",
+    "master_kill_map",
+    *MESSAGES,
+    "two_masters",
+}
+CANCEL_COMPATIBLE = {"master_kill_planning", "master_kill_publish", *MESSAGES, "two_masters"}
+DEADLINE_COMPATIBLE = {"master_kill_planning", *MESSAGES, "worker_kill"}
+
+# The run's phases, in order, as the database shows them.
+PHASES = ("start", "planning", "map", "switch", "reduce", "finishing", "terminal")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+BASE_DAY = dt.date(2031, 1, 1)
+
+
+@dataclass
+class Fault:
+    """One fault of a trial: when it may fire, and what happened when it did."""
+
+    kind: str
+    window: tuple[str, str]
+    """First and last phase in which it may fire; past the last one it is missed."""
+    frac: float = 0.0
+    """Share of the map chunks done before it fires (when its window starts in map)."""
+    stage: str = "map"
+    variant: str = ""
+    delay: float = 0.0
+    """Pause before the follow-up (a killed process's restart, a stopped service's start)."""
+    fired: bool = False
+    missed: bool = False
+    observed: str = ""
+    """The kind as observed when it fired (a master kill counts by the phase it hit)."""
+    note: str = ""
+
+    def describe(self) -> str:
+        extra = f" {self.variant}" if self.variant else ""
+        where = f"{self.window[0]}..{self.window[1]}" + (f"@{self.frac:.2f}" if self.frac else "")
+        return f"{self.kind}{extra} [{where}]"
+
+
+@dataclass
+class TrialPlan:
+    index: int
+    session_seed: int
+    lead: str
+    seed: int
+    day: dt.date
+    rows: int
+    salt_buckets: int
+    chunk_rows: int
+    reduce_buckets: int
+    max_in_flight: int
+    lease_seconds: int
+    max_attempts: int
+    scenario: str
+    """normal | poison | cancel | outage_past_deadline"""
+    faults: list[Fault]
+    deadline_seconds: int = 4
+
+    @property
+    def job(self) -> str:
+        return "poison_daily" if self.scenario == "poison" else "merchant_daily"
+
+    def replay(self) -> str:
+        return (
+            f"python -m tests.support.chaos --seed {self.session_seed} --trial {self.index} "
+            f"--lead {self.lead}"
+        )
+
+    def describe(self) -> str:
+        faults = ", ".join(f.describe() for f in self.faults) or "-"
+        return (
+            f"trial {self.index} seed={self.session_seed}/{self.seed} day={self.day} "
+            f"rows={self.rows} salt={self.salt_buckets} chunk_rows={self.chunk_rows} "
+            f"reduce={self.reduce_buckets} in_flight={self.max_in_flight} "
+            f"lease={self.lease_seconds}s attempts={self.max_attempts} "
+            f"scenario={self.scenario}: {faults}"
+        )
+
+
+def lead_deck(session_seed: int, count: int, kinds: tuple[str, ...] = KINDS) -> list[str]:
+    """The lead kind of trials 0..count-1: every kind once per shuffled round."""
+    rng = random.Random(f"nightfold-chaos-deck:{session_seed}")
+    deck: list[str] = []
+    while len(deck) < count:
+        round_ = list(kinds)
+        rng.shuffle(round_)
+        deck += round_
+    return deck[:count]
+
+
+def _compatible(kind: str, chosen: list[str], scenario: str) -> bool:
+    if kind in chosen or kind in SCENARIOS:
+        return False
+    if scenario == "poison" and kind not in POISON_COMPATIBLE:
+        return False
+    if scenario == "cancel" and kind not in CANCEL_COMPATIBLE:
+        return False
+    if scenario == "outage_past_deadline" and kind not in DEADLINE_COMPATIBLE:
+        return False
+    # one service restart per trial
+    return not (kind in RESTARTS and any(k in RESTARTS for k in chosen))
+
+
+def _fault(kind: str, rng: random.Random) -> Fault:
+    """A fault of ``kind`` with its moment drawn from ``rng``."""
+    frac = round(rng.uniform(0.05, 0.7), 2)
+    if kind == "master_kill_planning":
+        return Fault(kind, ("planning", "planning"), delay=rng.uniform(0, 1.0))
+    if kind == "master_kill_publish":
+        return Fault(kind, ("map", "finishing"), delay=rng.uniform(0, 1.0))
+    if kind == "master_kill_map":
+        return Fault(kind, ("map", "map"), frac=frac, delay=rng.uniform(0, 1.5))
+    if kind == "master_kill_stage_switch":
+        return Fault(kind, ("switch", "switch"), delay=rng.uniform(0, 1.0))
+    if kind == "master_kill_finishing":
+        return Fault(kind, ("finishing", "terminal"), delay=rng.uniform(0, 1.0))
+    if kind in WORKER_FAULTS:
+        stage = "map" if rng.random() < 0.8 else "reduce"
+        window = ("map", "map") if stage == "map" else ("switch", "reduce")
+        return Fault(
+            kind,
+            window,
+            frac=frac if stage == "map" else 0.0,
+            stage=stage,
+            variant="all" if rng.random() < 0.3 else "one",
+            delay=rng.uniform(0, 1.0),
+        )
+    if kind in RESTARTS:
+        if rng.random() < 0.75:
+            return Fault(kind, ("map", "map"), frac=frac, variant="mid-map")
+        return Fault(kind, ("switch", "reduce"), variant="mid-reduce")
+    if kind == "msg_reordered":
+        return Fault(kind, ("map", "map"), frac=round(rng.uniform(0.0, 0.3), 2))
+    if kind in MESSAGES:
+        if rng.random() < 0.7:
+            return Fault(kind, ("map", "map"), frac=frac, variant="map")
+        return Fault(kind, ("switch", "reduce"), variant="reduce")
+    if kind == "two_masters":
+        if rng.random() < 0.4:
+            return Fault(kind, ("start", "start"), variant="at-start")
+        return Fault(kind, ("map", "reduce"), frac=frac, variant="mid-run")
+    if kind == "cancel":
+        if rng.random() < 0.8:
+            return Fault(kind, ("map", "map"), frac=frac, variant="mid-map")
+        return Fault(kind, ("switch", "reduce"), variant="mid-reduce")
+    if kind == "outage_past_deadline":
+        return Fault(kind, ("map", "map"), frac=frac, variant="mariadb")
+    raise ValueError(f"unknown fault kind {kind!r}")
+
+
+def plan_trial(
+    session_seed: int,
+    index: int,
+    lead: str,
+    *,
+    rows: tuple[int, int],
+    kinds: tuple[str, ...] = KINDS,
+) -> TrialPlan:
+    """Trial ``index`` of a session: a pure function of its arguments (``kinds``: the
+    kinds extras may be drawn from)."""
+    if lead not in KINDS:
+        raise ValueError(f"unknown fault kind {lead!r}; kinds: {', '.join(KINDS)}")
+    rng = random.Random(f"nightfold-chaos:{session_seed}:{index}:{lead}")
+    scenario = lead if lead in SCENARIOS else "normal"
+    chosen = [lead]
+    extras = rng.choices((0, 1, 2), weights=(0.3, 0.45, 0.25))[0]
+    for _ in range(extras):
+        options = [k for k in EXTRA_WEIGHTS if k in kinds and _compatible(k, chosen, scenario)]
+        if not options:
+            break
+        chosen.append(rng.choices(options, weights=[EXTRA_WEIGHTS[k] for k in options])[0])
+    faults = [_fault(k, rng) for k in chosen if k != "poison"]
+    faults.sort(key=lambda f: (PHASES.index(f.window[0]), f.frac))
+    n_rows = rng.randint(*rows)
+    salt = rng.choice((4, 8, 16))
+    map_chunks = rng.randint(12, 28)
+    return TrialPlan(
+        index=index,
+        session_seed=session_seed,
+        lead=lead,
+        seed=rng.randrange(1, 2**31),
+        day=BASE_DAY + dt.timedelta(days=index),
+        rows=n_rows,
+        salt_buckets=salt,
+        chunk_rows=max(20, n_rows // map_chunks),
+        reduce_buckets=rng.randint(2, 6),
+        max_in_flight=rng.choice((2, 4, 8, 16)),
+        lease_seconds=rng.choice((2, 3)),
+        max_attempts=rng.choice((2, 3)) if scenario == "poison" else 8,
+        scenario=scenario,
+        faults=faults,
+    )
