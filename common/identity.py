@@ -11,21 +11,23 @@ def new_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def is_local_and_dead(identity: str) -> bool:
+def is_local_and_dead(identity: str, me: str) -> bool:
     """True when ``identity`` names a process on this host that no longer exists.
 
     Lets a restarted master take over its dead predecessor's run at once instead
-    of waiting for the heartbeat to go stale.
+    of waiting for the heartbeat to go stale. In a container every master is pid 1
+    of the same hostname after a restart: another identity with our own pid is a
+    process that is gone, since the pid is ours now.
     """
     parts = identity.split(":")
-    if len(parts) != 3 or parts[0] != socket.gethostname():
+    if identity == me or len(parts) != 3 or parts[0] != socket.gethostname():
         return False
     try:
         pid = int(parts[1])
     except ValueError:
         return False
     if pid == os.getpid():
-        return False
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

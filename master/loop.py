@@ -88,7 +88,7 @@ class Master:
         return created
 
     def acquire(self, run: RunInfo) -> None:
-        force = run.owner is not None and is_local_and_dead(run.owner)
+        force = run.owner is not None and is_local_and_dead(run.owner, self.me)
         with self.engine.begin() as conn:
             run_repo.acquire(conn, run.id, self.me, self.settings.master_stale_seconds, force=force)
         log.info(
