@@ -161,22 +161,28 @@ class LibraryTracebacks(logging.Filter):
     """Turns a library's logged traceback into one line: ``message: Type: text``.
 
     pika and SQLAlchemy log the connection errors they then raise to us with their
-    full traceback (``Error in _create_connection()``), so one RabbitMQ restart
-    filled a worker's log with stack frames for an outage it rides out by design.
-    Our handlers report those errors already; the library's copy keeps its
-    message and exception text, not its frames; ``--log-level debug`` keeps them.
+    full traceback (``Error in _create_connection()``; pika even formats the stack
+    into the message: ``... Caller's stack:``), so one RabbitMQ restart filled a
+    worker's log with stack frames for an outage it rides out by design. Our
+    handlers report those errors already; the library's copy keeps the first line
+    of its message and the exception's text, not its frames. ``--log-level
+    debug`` keeps them.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and not record.name.startswith("nightfold"):
-            exc = record.exc_info[1]
-            if exc is not None:
-                detail = str(exc).splitlines()[0] if str(exc) else ""
-                summary = type(exc).__name__ + (f": {detail}" if detail else "")
-                record.msg = f"{record.getMessage()}: {summary}"
-                record.args = None
-            record.exc_info = None
-            record.exc_text = None
+        if record.name.startswith("nightfold"):
+            return True
+        message = record.getMessage()
+        if not record.exc_info and "\n" not in message:
+            return True
+        line = message.split("\n", 1)[0].removesuffix("Caller's stack:").rstrip(" ;:")
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            line += f": {type(exc).__name__}" + (f": {detail}" if detail else "")
+        record.msg, record.args = line, None
+        record.exc_info = None
+        record.exc_text = None
         return True
 
 

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -231,8 +232,8 @@ def test_claim_fields_take_any_claim_shaped_object() -> None:
     assert got == {"run": "j/d#1", "stage": "reduce", "chunk": 1, "attempt": 1, "worker": "w"}
 
 
-def _log_library_error(logger_name: str, level: str) -> list[str]:
-    """Log an exception the way pika does (``LOGGER.exception``) and return stderr lines."""
+def _captured(level: str, emit: Callable[[], None]) -> list[str]:
+    """The lines ``emit`` logs through :func:`setup_logging` at ``level``."""
     import io
 
     root = logging.getLogger()
@@ -241,14 +242,23 @@ def _log_library_error(logger_name: str, level: str) -> list[str]:
     try:
         setup_logging(level, "human")
         root.handlers[0].setStream(out)  # type: ignore[attr-defined]
-        try:
-            raise ConnectionResetError(104, f"Connection reset by peer {DB_URL}")
-        except ConnectionResetError:
-            logging.getLogger(logger_name).exception("Error in _create_connection().")
+        emit()
     finally:
         root.handlers[:], lvl = saved
         root.setLevel(lvl)
     return out.getvalue().splitlines()
+
+
+def _log_library_error(logger_name: str, level: str) -> list[str]:
+    """Log an exception the way pika does (``LOGGER.exception``) and return stderr lines."""
+
+    def emit() -> None:
+        try:
+            raise ConnectionResetError(104, f"Connection reset by peer {DB_URL}")
+        except ConnectionResetError:
+            logging.getLogger(logger_name).exception("Error in _create_connection().")
+
+    return _captured(level, emit)
 
 
 def test_library_tracebacks_become_one_line() -> None:
@@ -258,6 +268,26 @@ def test_library_tracebacks_become_one_line() -> None:
     assert len(lines) == 1
     assert "Error in _create_connection().: ConnectionResetError: [Errno 104]" in lines[0]
     assert SECRET not in lines[0]
+
+
+def test_a_stack_formatted_into_the_message_is_cut() -> None:
+    # pika's _produce() failure formats the traceback into the message itself
+    def emit() -> None:
+        try:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        except ConnectionResetError as exc:
+            logging.getLogger("pika.adapters.utils.io_services_utils").exception(
+                "_produce() failed, aborting connection: error=%r; sock=%s; Caller's stack:\n%s",
+                exc,
+                "<socket>",
+                "Traceback (most recent call last):\n  File x, line 1\n",
+            )
+
+    lines = _captured("INFO", emit)
+    assert len(lines) == 1, lines
+    assert lines[0].endswith(
+        "sock=<socket>: ConnectionResetError: [Errno 104] Connection reset by peer"
+    )
 
 
 def test_own_and_debug_tracebacks_are_kept() -> None:
