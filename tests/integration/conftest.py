@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -108,13 +109,13 @@ def rabbitmq_service_url() -> str:
     return require_service("RabbitMQ", "NIGHTFOLD_BROKER_URL", probe_rabbitmq)
 
 
-@pytest.fixture
-def broker_url(rabbitmq_service_url: str) -> Iterator[str]:
-    """A broker URL with a private work queue (and dead-letter queue), deleted afterwards."""
+@contextmanager
+def private_queue(rabbitmq_service_url: str, prefix: str) -> Iterator[str]:
+    """A fresh work-queue name; the queue and its dead-letter queue are deleted after."""
     import pika
 
-    queue = unique_name("nightfold.t")
-    yield with_query(rabbitmq_service_url, queue=queue)
+    queue = unique_name(prefix)
+    yield queue
     conn = pika.BlockingConnection(pika.URLParameters(rabbitmq_service_url.split("?", 1)[0]))
     try:
         ch = conn.channel()
@@ -122,6 +123,13 @@ def broker_url(rabbitmq_service_url: str) -> Iterator[str]:
         ch.queue_delete(f"{queue}.dead")
     finally:
         conn.close()
+
+
+@pytest.fixture
+def broker_url(rabbitmq_service_url: str) -> Iterator[str]:
+    """A broker URL with a private work queue (and dead-letter queue), deleted afterwards."""
+    with private_queue(rabbitmq_service_url, "nightfold.t") as queue:
+        yield with_query(rabbitmq_service_url, queue=queue)
 
 
 # -- the pipeline as processes ---------------------------------------------------------

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pika
 import pytest
 from sqlalchemy import text
 
@@ -17,10 +16,10 @@ from nightfold.common.db.engine import make_engine
 from nightfold.common.errors import RET_CONNECT
 from nightfold.common.transport.messages import Hint
 from nightfold.common.transport.rabbitmq import RabbitConsumer, RabbitPublisher, queue_depth
-from tests.integration.conftest import with_query
+from tests.integration.conftest import private_queue, with_query
 from tests.support.cli import final_error, nightfold, one_line_error
 from tests.support.databases import fresh_database
-from tests.support.services import require_service, unique_name
+from tests.support.services import require_service
 
 WRONG_CA = "/etc/ssl/certs/ca-certificates.crt"
 """The system's CAs: a real bundle that did not sign the test certificate."""
@@ -47,15 +46,8 @@ def amqps_service_url(tls_ca: str) -> str:
 def amqps_url(amqps_service_url: str, tls_ca: str, rabbitmq_service_url: str) -> Iterator[str]:
     """An amqps:// URL verified against the test CA, with a private queue (deleted
     afterwards over the plain listener, which serves the same vhost)."""
-    queue = unique_name("nightfold.tls")
-    yield with_query(amqps_service_url, queue=queue, ssl_ca=tls_ca)
-    conn = pika.BlockingConnection(pika.URLParameters(rabbitmq_service_url.split("?", 1)[0]))
-    try:
-        ch = conn.channel()
-        ch.queue_delete(queue)
-        ch.queue_delete(f"{queue}.dead")
-    finally:
-        conn.close()
+    with private_queue(rabbitmq_service_url, "nightfold.tls") as queue:
+        yield with_query(amqps_service_url, queue=queue, ssl_ca=tls_ca)
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ from nightfold.common.store import open_store
 from nightfold.common.transport.rabbitmq import queue_depth
 from nightfold.common.verify import compare, compute_expected, read_stored
 from tests.support.chaos import recovery
-from tests.support.chaos.observe import done_events_per_chunk
 from tests.support.chaos.plan import MASTER_KILLS, RESTARTS, SCENARIOS
 from tests.support.chaos.procs import tracebacks
 from tests.support.chaos.rig import Rig, with_query
+from tests.support.pipeline import done_events_per_chunk
 from tests.support.services import REPO
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, case, func, select, text
 
-from nightfold.common.db.models import Chunk, Run, RunEvent
+from nightfold.common.db.models import Chunk, Run
 from tests.support.chaos.plan import TERMINAL
 
 
@@ -97,13 +97,3 @@ def db_now(engine: Engine) -> dt.datetime | None:
     except Exception:
         return None
     return value if isinstance(value, dt.datetime) else None
-
-
-def done_events_per_chunk(engine: Engine) -> dict[int, int]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(RunEvent.chunk_id, func.count())
-            .where(RunEvent.kind == "done")
-            .group_by(RunEvent.chunk_id)
-        )
-        return {int(c): int(n) for c, n in rows}
