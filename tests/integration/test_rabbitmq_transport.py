@@ -8,6 +8,7 @@ import threading
 import time
 
 import pika
+import pytest
 from sqlalchemy import Engine
 
 from nightfold.common.db import chunks as chunk_repo
@@ -71,17 +72,22 @@ def test_unacked_hints_come_back(broker_url: str) -> None:
         second.close()
 
 
-def test_garbage_is_dead_lettered(broker_url: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [(b"\x80\x04 not a hint", "not JSON"), (b"{" * (1 << 20), "exceeds")],
+    ids=["pickle-like", "oversized-1MiB"],
+)
+def test_garbage_is_dead_lettered(broker_url: str, body: bytes, error: str) -> None:
     consumer = RabbitConsumer(broker_url, prefetch=2)
     try:
         consumer.next_delivery(0.1)  # declares the queues
         params = pika.URLParameters(broker_url.split("?", 1)[0])
         conn = pika.BlockingConnection(params)
         queue = broker_url.split("queue=", 1)[1].split("&", 1)[0]
-        conn.channel().basic_publish("", queue, b"\x80\x04 not a hint")
+        conn.channel().basic_publish("", queue, body)
         conn.close()
         (delivery,) = _drain(consumer, 1)
-        assert delivery.hint is None and "not JSON" in (delivery.error or "")
+        assert delivery.hint is None and error in (delivery.error or "")
         consumer.reject(delivery)
         consumer.pump(0.5)
     finally:
