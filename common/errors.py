@@ -67,6 +67,10 @@ class AccessRefused(ServiceUnavailable):
     one exits at once with this message instead of retrying until its deadline.
     """
 
+    def __init__(self, service: str, detail: str) -> None:
+        super().__init__(service, detail)
+        self.args = (f"{service} refused: {detail}",)
+
 
 class SchemaOutOfDate(NightfoldError):
     """The database is not at the schema revision this code expects."""

@@ -95,8 +95,10 @@ def db_errors(url: str) -> Iterator[None]:
 
 _CONNECT_CODES = {2003, 2005, 2006, 2013, 2055}
 # Access denied for the user (1045), to the database (1044), no such database
-# (1049): the server answered, and waiting will not change its answer.
-_REFUSED_CODES = {1044, 1045, 1049}
+# (1049), a statement the account may not run (1142 table, 1143 column, 1227
+# privilege: e.g. `db upgrade` with a data-only account): the server answered, and
+# waiting will not change its answer.
+_REFUSED_CODES = {1044, 1045, 1049, 1142, 1143, 1227}
 # Lock wait timeout (1205) and deadlock (1213): the transaction was rolled back and
 # only needs running again, which every caller does for ServiceUnavailable.
 _RETRY_CODES = {1205, 1213}

@@ -233,3 +233,28 @@ def test_prometheus_and_grafana_provisioning(compose: dict[str, Any]) -> None:
     (provider,) = dashboards["providers"]
     grafana_mounts = compose["services"]["grafana"]["volumes"]
     assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in grafana_mounts
+
+
+def test_least_privilege_database_accounts(compose: dict[str, Any]) -> None:
+    # Masters and workers use the data-only account; only the migration owns the schema
+    services = compose["services"]
+
+    def db_user(name: str) -> str:
+        url = services[name]["environment"]["NIGHTFOLD_DATABASE_URL"]
+        return str(url).split("://", 1)[1].split(":", 1)[0]
+
+    assert db_user("migrate") == services["mariadb"]["environment"]["MARIADB_USER"]
+    assert db_user("worker") == db_user("master") == "nightfold_app"
+    # and every other setting of the migration is the shared one
+    shared = dict(services["worker"]["environment"])
+    migrate = dict(services["migrate"]["environment"])
+    shared.pop("NIGHTFOLD_DATABASE_URL")
+    migrate.pop("NIGHTFOLD_DATABASE_URL")
+    assert migrate == shared
+    # The account is made by the init script the mariadb service mounts, with DML only
+    (mount,) = [v for v in services["mariadb"]["volumes"] if "initdb" in str(v)]
+    script = REPO / str(mount).split(":", 1)[0]
+    text = script.read_text()
+    assert "GRANT SELECT, INSERT, UPDATE, DELETE ON" in text and "'nightfold_app'" in text
+    assert "ALL" not in text
+    subprocess.run(["bash", "-n", str(script)], check=True)

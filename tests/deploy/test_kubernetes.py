@@ -170,7 +170,9 @@ def test_pods_get_config_and_secrets_and_run_as_the_image_user() -> None:
             refs = {
                 next(iter(ref.values()))["name"] for ref in container["envFrom"]
             }  # fmt: skip
-            assert refs == {"nightfold-config", "nightfold-secrets"}
+            migration = doc["metadata"]["name"] == "nightfold-db-upgrade"
+            secrets = "nightfold-migrate-secrets" if migration else "nightfold-secrets"
+            assert refs == {"nightfold-config", secrets}
             assert container["securityContext"]["allowPrivilegeEscalation"] is False
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
 
@@ -191,6 +193,14 @@ def test_secret_example_holds_placeholders_only() -> None:
             assert ":CHANGE_ME@" in value, key
     wanted = {"NIGHTFOLD_DATABASE_URL", "NIGHTFOLD_BROKER_URL", "RABBITMQ_MANAGEMENT_URL"}
     assert set(secret["stringData"]) == wanted
+    # least privilege: the data-only account runs; only the migration owns the schema
+    migrate = find_k8s("Secret", "nightfold-migrate-secrets")
+    assert set(migrate["stringData"]) == {"NIGHTFOLD_DATABASE_URL"}
+    assert secret["stringData"]["NIGHTFOLD_DATABASE_URL"].startswith(
+        "mysql+pymysql://nightfold_app:"
+    )
+    assert migrate["stringData"]["NIGHTFOLD_DATABASE_URL"].startswith("mysql+pymysql://nightfold:")
+    assert ":CHANGE_ME@" in migrate["stringData"]["NIGHTFOLD_DATABASE_URL"]
 
 
 def test_worker_termination_grace_matches_the_worker() -> None:
