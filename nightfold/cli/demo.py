@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import click
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -188,7 +189,13 @@ def _top_merchants(console: Console, day: dt.date, stored: dict[str, dict[bytes,
         ((g, c) for g, c in stored.items() if not g.startswith("~")),
         key=lambda gc: (-num(gc[1], "revenue_cents"), gc[0]),
     )[:10]
-    t = Table(title=f"top merchants of {day} by revenue")
+    # No vertical rules: the table fits an 80-column terminal without cutting numbers.
+    t = Table(
+        title=f"top merchants of {day} by revenue",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+    )
     for col in ("merchant", "orders", "revenue", "refunds", "customers", "p50", "p95", "malformed"):
         t.add_column(col, justify="right")
     for group, cells in top:
