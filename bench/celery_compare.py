@@ -72,19 +72,22 @@ DRIVER_TIMEOUT = 900
 
 
 def drive(out: Path) -> None:
-    """Plan the day like nightfold's planner, run the chord, wait for the summaries."""
+    """Plan the day like nightfold's planner (the same parallel sampling scan), run the
+    chord, wait for the summaries."""
     from celery import chord, group
 
     from bench import celery_app
     from nightfold.common.keys import day_ranges
     from nightfold.common.store import open_store
-    from nightfold.master.planner import SAMPLES_PER_CHUNK, sample_keys
+    from nightfold.master.planner import SAMPLES_PER_CHUNK, sample_keys_parallel
     from nightfold.master.splitter import split
 
     store = open_store(os.environ["BENCH_STORE_URL"])
     ranges = day_ranges(DAY, SALT_BUCKETS)
     every = max(1, DEFAULT_CHUNK_ROWS // SAMPLES_PER_CHUNK)
-    samples, rows = sample_keys(store, celery_app.JOB.raw_table, ranges, every)
+    samples, rows = sample_keys_parallel(
+        lambda: open_store(os.environ["BENCH_STORE_URL"]), celery_app.JOB.raw_table, ranges, every
+    )
     regions = store.region_starts(celery_app.JOB.raw_table)
     chunks = split(ranges, regions, samples, every, DEFAULT_CHUNK_ROWS)
     store.close()

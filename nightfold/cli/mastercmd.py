@@ -74,7 +74,8 @@ def run_cmd(
     failures: list[str] = []
     try:
         for d in days:
-            outcome = Master(rt.settings, engine, store, publisher, job).drive(d, rerun=rerun)
+            master = Master(rt.settings, engine, store, publisher, job, open_store=rt.store)
+            outcome = master.drive(d, rerun=rerun)
             click.echo(
                 f"run {outcome.run.label}: {outcome.state.value}"
                 + (f" ({outcome.error})" if outcome.error else "")
