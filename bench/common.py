@@ -21,7 +21,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from nightfold.common.urls import with_query
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -59,12 +61,6 @@ def service_url(var: str) -> str:
             if key.strip() == var and value.strip():
                 return value.strip()
     raise SystemExit(f"{var} is not set and {SERVICES_ENV} has none: run `make services-up`")
-
-
-def with_query(url: str, **options: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query)) | options
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def database_url() -> str:

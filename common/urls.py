@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 _USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
 
@@ -16,3 +16,10 @@ def mask_url(url: str) -> str:
 def scheme_of(url: str) -> str:
     """The lower-case scheme of a URL, without a ``+driver`` suffix."""
     return urlsplit(url).scheme.split("+", 1)[0].lower()
+
+
+def with_query(url: str, **options: str) -> str:
+    """``url`` with query options added or replaced (a queue, a table prefix, ``ssl_ca``)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query)) | options
+    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -16,7 +16,6 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import happybase
 import pytest
@@ -24,18 +23,12 @@ from sqlalchemy import Engine
 
 from nightfold.common.db.engine import make_engine
 from nightfold.common.store import HBaseURL, mask_url, parse_store_url
+from nightfold.common.urls import with_query
 from tests.support.databases import fresh_database
 from tests.support.pipeline import PIPELINE_DAY, PIPELINE_ROWS, Cluster
 from tests.support.services import require_service, unique_name
 
 PROBE_TIMEOUT_MS = 5000
-
-
-def with_query(url: str, **options: str) -> str:
-    """``url`` with query options added or replaced."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query)) | options
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 # -- HBase ---------------------------------------------------------------------------------

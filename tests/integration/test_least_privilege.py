@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from nightfold.common.errors import RET_CONNECT
-from tests.integration.conftest import private_queue, with_query
+from nightfold.common.urls import with_query
+from tests.integration.conftest import private_queue
 from tests.support.cli import one_line_error
 from tests.support.databases import fresh_database
 from tests.support.pipeline import Cluster

@@ -155,3 +155,13 @@ def test_refused_hbase_connection_is_service_unavailable() -> None:
     assert f"127.0.0.1:{port}" in str(info.value)
     assert "connection refused" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_with_query_adds_and_replaces_options() -> None:
+    from nightfold.common.urls import with_query
+
+    url = "amqp://u:p@h:5672/v?queue=a&heartbeat=30"
+    assert with_query(url, queue="b", ssl_ca="/ca.pem") == (
+        "amqp://u:p@h:5672/v?queue=b&heartbeat=30&ssl_ca=%2Fca.pem"
+    )
+    assert with_query("hbase://h:9090", table_prefix="t") == "hbase://h:9090?table_prefix=t"

@@ -20,11 +20,12 @@ from nightfold.common.db.models import Run, RunEvent
 from nightfold.common.jobs import get_job, import_job_modules
 from nightfold.common.store import open_store
 from nightfold.common.transport.rabbitmq import queue_depth
+from nightfold.common.urls import with_query
 from nightfold.common.verify import compare, compute_expected, read_stored
 from tests.support.chaos import recovery
 from tests.support.chaos.plan import MASTER_KILLS, RESTARTS, SCENARIOS
 from tests.support.chaos.procs import tracebacks
-from tests.support.chaos.rig import Rig, with_query
+from tests.support.chaos.rig import Rig
 from tests.support.pipeline import done_events_per_chunk
 from tests.support.services import REPO
 

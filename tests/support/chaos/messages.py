@@ -12,9 +12,10 @@ from sqlalchemy import select
 from nightfold.common.db.models import Chunk
 from nightfold.common.transport.messages import Hint
 from nightfold.common.transport.rabbitmq import declare
+from nightfold.common.urls import with_query
 from tests.support.chaos.observe import Snap
 from tests.support.chaos.plan import Fault
-from tests.support.chaos.rig import Rig, with_query
+from tests.support.chaos.rig import Rig
 
 GARBAGE = (
     b"",

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import Engine, select
 
 from nightfold.common.db.models import RunEvent
 from nightfold.common.db.models import Worker as WorkerRow
+from nightfold.common.urls import with_query
 from tests.support.chaos.observe import Snap, db_now, snapshot
 from tests.support.chaos.plan import Fault, TrialPlan
 from tests.support.chaos.procs import Proc
@@ -242,10 +242,3 @@ class Rig:
                 ch.queue_delete(f"{self.queue}.dead")
             finally:
                 conn.close()
-
-
-def with_query(url: str, **options: str) -> str:
-    """``url`` with query options added or replaced."""
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query)) | options
-    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nightfold.common.urls import with_query
 from tests.support.chaos.plan import KINDS, RESTARTS, TrialPlan, lead_deck, plan_trial
 from tests.support.chaos.quiet import wait_for_quiet
 from tests.support.chaos.report import build_report
 from tests.support.chaos.result import TrialResult
-from tests.support.chaos.rig import Env, with_query
+from tests.support.chaos.rig import Env
 from tests.support.chaos.trial import Trial
 from tests.support.services import REPO, service_url, unique_name
 
