@@ -12,7 +12,7 @@ are never dropped: each one counts once, under the first reason that applies
 can be told (the key's merchant part, else the ``o:merchant`` column), else
 into the group ``~invalid``.
 
-    bad_key             key is not 4 non-empty ``|``-separated parts (or not UTF-8)
+    bad_key             key is not 4 non-empty ``|``-separated parts, or not all UTF-8
     missing_<column>    a column is absent or empty, e.g. ``missing_amount_cents``
     merchant_mismatch   the key's merchant differs from ``o:merchant``
     bad_amount          not ASCII digits, or more than 18 of them (beyond int64 cents)
@@ -102,6 +102,10 @@ def _text(raw: bytes) -> str | None:
         return None
 
 
+def _utf8(raw: bytes) -> bool:
+    return raw.isascii() or _text(raw) is not None
+
+
 def _id(raw: bytes) -> str:
     """Bytes -> str for JSON, reversible for any bytes (undecodable ones become ``\\udcXX``)."""
     return raw.decode("utf-8", "surrogateescape")
@@ -127,6 +131,8 @@ def diagnose(key: bytes, cols: Mapping[bytes, bytes]) -> tuple[str, str | None]:
     if name is None:
         column = cols.get(COL_MERCHANT, b"")
         return (column and _text(column)) or INVALID_GROUP, BAD_KEY
+    if not _utf8(key):  # the merchant part is fine, so the merchant can be told
+        return name, BAD_KEY
     for column in COLUMNS:
         if not cols.get(column):
             return name, missing_reason(column)
@@ -213,6 +219,7 @@ class MerchantDaily(Job[MerchantPartial]):
                 and currency.isalpha()
                 and currency.isupper()
                 and (ts.isdigit() or (ts[:1] == b"-" and ts[1:].isdigit()))
+                and (key.isascii() or _text(key) is not None)
             ):
                 bad += 1
                 self._malformed(key, cols, out)
