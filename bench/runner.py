@@ -6,7 +6,6 @@ worker's steps in this process (a synthetic claim, no lease).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from bench.common import (
     wait_for,
     wait_rusage,
 )
+from nightfold.common.db.clock import seconds_between
 
 if TYPE_CHECKING:
     from nightfold.common.db.chunks import Claim
@@ -73,13 +73,9 @@ class NightfoldRun:
 
 
 def _seconds(a: Any, b: Any) -> float:
-    if a is None or b is None:
-        return float("nan")
-    if isinstance(a, str):
-        a = dt.datetime.fromisoformat(a)
-    if isinstance(b, str):
-        b = dt.datetime.fromisoformat(b)
-    return float((b - a).total_seconds())
+    """``seconds_between``, with ``nan`` for an unknown time (it stays in the JSON)."""
+    secs = seconds_between(a, b)
+    return float("nan") if secs is None else secs
 
 
 def _events_at(engine: Any, run_id: int, kind: str) -> Any:

@@ -12,8 +12,8 @@ format appends them as ``key=value``, so a log shipper can filter on
 keywords (dropping ``None``); :func:`claim_fields` from a worker's claim.
 
 No secrets: every line -- message, exception text, fields -- goes through
-:func:`redact`, which masks the password of any URL in it
-(``mysql+pymysql://user:***@host``), whoever logged it.
+:func:`nightfold.common.urls.mask_url`, the one masker, which hides the
+password of any URL in it (``mysql+pymysql://user:***@host``), whoever logged it.
 """
 
 from __future__ import annotations
@@ -30,15 +30,7 @@ from nightfold.common.urls import mask_url
 FIELDS = ("run", "stage", "chunk", "attempt", "worker", "master")
 """The ids an event line may carry, in the order the human format appends them."""
 
-_URL_WITH_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s:@/]*:[^\s@/]*@")
 _BARE = re.compile(r"^[^\s=\"']+$")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` masked."""
-    if "@" not in text:
-        return text
-    return _URL_WITH_PASSWORD.sub(lambda m: mask_url(m.group(0)), text)
 
 
 def fields(
@@ -104,13 +96,13 @@ def _plain(value: Any) -> Any:
 
 
 def record_fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The :data:`FIELDS` set on a record (through ``extra=``), in order, redacted."""
+    """The :data:`FIELDS` set on a record (through ``extra=``), in order, masked."""
     out: dict[str, Any] = {}
     for name in FIELDS:
         value = getattr(record, name, None)
         if value is not None:
             value = _plain(value)
-            out[name] = redact(value) if isinstance(value, str) else value
+            out[name] = mask_url(value) if isinstance(value, str) else value
     return out
 
 
@@ -133,7 +125,7 @@ class HumanFormatter(logging.Formatter):
         return line
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return mask_url(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -147,13 +139,13 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,
-            "msg": redact(record.getMessage()),
+            "msg": mask_url(record.getMessage()),
         }
         data.update(record_fields(record))
         if record.exc_info:
-            data["exc"] = redact(self.formatException(record.exc_info))
+            data["exc"] = mask_url(self.formatException(record.exc_info))
         elif record.exc_text:
-            data["exc"] = redact(record.exc_text)
+            data["exc"] = mask_url(record.exc_text)
         return json.dumps(data, sort_keys=True)
 
 

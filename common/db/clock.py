@@ -1,17 +1,39 @@
-"""The database's clock, as SQL expressions.
+"""The database's clock, as SQL expressions, and durations between its times.
 
 Leases and heartbeats are compared with the database's own clock, never a
 process's: machines drift, the database is the one clock every actor shares.
+:func:`seconds_between` turns two times read back from it into seconds.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import DateTime
+
+Instant = dt.datetime | str
+"""A time read back from the database: a ``datetime``, or an ISO string where
+SQLite returns a raw SQL expression (``db_now()`` selected as a column) as text."""
+
+
+def seconds_between(start: Instant | None, end: Instant | None) -> float | None:
+    """``end - start`` in seconds, or ``None`` when either is unknown (not set yet).
+
+    The one place that turns two database times into a duration, whichever form
+    the backend returned them in: a heartbeat's age, a run's elapsed time, a
+    chunk's duration. Callers choose what an unknown duration means to them.
+    """
+    if start is None or end is None:
+        return None
+    if isinstance(start, str):
+        start = dt.datetime.fromisoformat(start)
+    if isinstance(end, str):
+        end = dt.datetime.fromisoformat(end)
+    return (end - start).total_seconds()
 
 
 class db_now(FunctionElement[Any]):

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from nightfold.common.db.clock import db_now, db_now_plus
+from nightfold.common.db.clock import db_now, db_now_plus, seconds_between
 from nightfold.common.db.events import add_event
 from nightfold.common.db.models import Chunk, Run
 from nightfold.common.errors import ConfigError, RunConflict
@@ -156,22 +156,13 @@ def acquire(conn: Connection, run_id: int, me: str, stale_seconds: float, *, for
         row = conn.execute(
             select(Run.owner, Run.heartbeat_at, db_now()).where(Run.id == run_id)
         ).one()
-        age = _age_seconds(row[1], row[2])
+        age = seconds_between(row[1], row[2])
+        age = float("inf") if age is None else age
         raise RunConflict(
             f"run {run_id} is owned by master {row[0]} (heartbeat {age:.0f}s ago); refusing "
             f"until its heartbeat is {stale_seconds:.0f}s stale"
         )
     add_event(conn, run_id, "master_acquired", actor=me)
-
-
-def _age_seconds(then: dt.datetime | str | None, now: dt.datetime | str | None) -> float:
-    if then is None or now is None:
-        return float("inf")
-    if isinstance(then, str):
-        then = dt.datetime.fromisoformat(then)
-    if isinstance(now, str):
-        now = dt.datetime.fromisoformat(now)
-    return (now - then).total_seconds()
 
 
 def owner_of(conn: Connection, run_id: int) -> str | None:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, select
 
 from nightfold.common.db import workers as worker_repo
 from nightfold.common.db.chunks import counts_by_stage
-from nightfold.common.db.clock import db_now
+from nightfold.common.db.clock import db_now, seconds_between
 from nightfold.common.db.models import Chunk, Run
 from nightfold.common.db.runs import list_runs
 
@@ -30,16 +30,6 @@ class RunStatus:
     slowest: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _seconds(a: Any, b: Any) -> float | None:
-    if a is None or b is None:
-        return None
-    if isinstance(a, str):
-        a = dt.datetime.fromisoformat(a)
-    if isinstance(b, str):
-        b = dt.datetime.fromisoformat(b)
-    return (b - a).total_seconds()
-
-
 def run_status(conn: Connection, *, day: dt.date | None, limit: int = 5) -> list[RunStatus]:
     now = conn.execute(select(db_now())).scalar_one()
     out: list[RunStatus] = []
@@ -57,7 +47,7 @@ def run_status(conn: Connection, *, day: dt.date | None, limit: int = 5) -> list
         started, finished = conn.execute(
             select(Run.started_at, Run.finished_at).where(Run.id == run.id)
         ).one()
-        st.elapsed_s = _seconds(started, finished or now)
+        st.elapsed_s = seconds_between(started, finished or now)
         if st.elapsed_s:
             st.rows_per_s = st.rows_read / st.elapsed_s
         for cid, stage, idx, state, owner, claimed, done, nrows in conn.execute(
@@ -72,7 +62,7 @@ def run_status(conn: Connection, *, day: dt.date | None, limit: int = 5) -> list
                 Chunk.rows_read,
             ).where(Chunk.run_id == run.id, Chunk.claimed_at.is_not(None))
         ):
-            secs = _seconds(claimed, done if state == "done" else now)
+            secs = seconds_between(claimed, done if state == "done" else now)
             st.slowest.append(
                 {
                     "chunk": int(cid),

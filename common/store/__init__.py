@@ -6,7 +6,8 @@
 
 Parsing is separate from connecting (:func:`parse_store_url`) so a bad URL is
 reported before any socket is opened, and so it can be tested without a
-server. Error messages show the URL with any password replaced by ``***``.
+server. Error messages show the URL with any password replaced by ``***``
+(:func:`nightfold.common.urls.mask_url`, the one masker).
 Backends are imported lazily: the embedded store never loads happybase.
 """
 
@@ -15,10 +16,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from nightfold.common.errors import ConfigError
 from nightfold.common.store.base import Columns, Row, Store
+from nightfold.common.urls import mask_url
 
 __all__ = [
     "Columns",
@@ -26,7 +28,6 @@ __all__ = [
     "LocalURL",
     "Row",
     "Store",
-    "mask_url",
     "open_store",
     "parse_store_url",
 ]
@@ -56,20 +57,6 @@ class LocalURL:
     """A parsed ``local://`` URL: the SQLite file of the embedded store."""
 
     path: Path
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``, safe for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        # Unparseable: hide everything between "://" and the last "@", if any.
-        return re.sub(r"(?<=://)[^/@]*@", "***@", url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _bad(url: str, why: str) -> ConfigError:

@@ -60,9 +60,18 @@ def test_owned_folders_hold_only_known_kinds_of_file() -> None:
 
 
 def test_json_parses() -> None:
-    """Grafana dashboards, once the observability work adds them."""
-    for path in owned_files(".json"):
-        json.loads(path.read_text())
+    """The Grafana dashboards: there is at least one, and each is a dashboard object.
+
+    Not parametrized over the files, so that losing them all fails rather than
+    collecting no test.
+    """
+    paths = owned_files(".json")
+    assert DEPLOY / "grafana" / "dashboards" / "nightfold.json" in paths
+    for path in paths:
+        dashboard = json.loads(path.read_text())
+        assert isinstance(dashboard, dict), path
+        assert dashboard.get("uid") and dashboard.get("title"), path
+        assert isinstance(dashboard.get("panels"), list) and dashboard["panels"], path
 
 
 def test_toml_example_is_valid_nightfold_settings() -> None:

@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import Engine
 
 from nightfold.common.db.engine import make_engine
-from nightfold.common.store import HBaseURL, mask_url, parse_store_url
-from nightfold.common.urls import with_query
+from nightfold.common.store import HBaseURL, parse_store_url
+from nightfold.common.urls import mask_url, with_query
 from tests.support.databases import fresh_database
 from tests.support.pipeline import PIPELINE_DAY, PIPELINE_ROWS, Cluster
 from tests.support.services import require_service, unique_name

@@ -1,56 +1,116 @@
-"""Smoke tests of the three real services through their plain client libraries:
-MariaDB through SQLAlchemy, RabbitMQ through pika, HBase through happybase."""
+"""Smoke tests of nightfold's three seams on the real services: each is opened
+through the project's own factory from its URL, as the master and workers open it
+(``make_engine`` and the migrations for MariaDB, ``open_publisher`` /
+``open_consumer`` for RabbitMQ, ``open_store`` for HBase), and does one round trip.
+
+The detailed behaviour of each seam is in its own test module; these are the first
+thing to run against a new installation of the services.
+"""
 
 from __future__ import annotations
 
-import pika
-import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, insert, select
+import datetime as dt
+import random
+from pathlib import Path
 
-from tests.integration.conftest import _hbase_connection
+from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db import runs as run_repo
+from nightfold.common.db.chunks import ChunkSpec
+from nightfold.common.db.engine import make_engine
+from nightfold.common.db.migrate import ensure_current, upgrade
+from nightfold.common.db.runs import RunParams
+from nightfold.common.keys import KeyRange
+from nightfold.common.states import ChunkState, RunState, Stage
+from nightfold.common.store import open_store
+from nightfold.common.store.hbase import HBaseStore
+from nightfold.common.transport import Hint, open_consumer, open_publisher
+from nightfold.common.transport.rabbitmq import RabbitConsumer, RabbitPublisher
 from tests.support.databases import fresh_database
 
+DAY = dt.date(2026, 11, 22)
 
-def test_mariadb_row_round_trip(tmp_path: pytest.TempPathFactory) -> None:
-    with fresh_database("mariadb", tmp_path) as url:  # type: ignore[arg-type]
-        engine = create_engine(url)
-        meta = MetaData()
-        t = Table("smoke", meta, Column("id", Integer, primary_key=True), Column("v", String(20)))
-        meta.create_all(engine)
-        with engine.begin() as conn:
-            conn.execute(insert(t).values(id=1, v="hello"))
-        with engine.connect() as conn:
-            assert conn.execute(select(t.c.v).where(t.c.id == 1)).scalar_one() == "hello"
-            assert conn.dialect.name == "mysql"
+
+def test_database_seam_runs_one_chunk_through_its_states(tmp_path: Path) -> None:
+    with fresh_database("mariadb", tmp_path) as url:
+        engine = make_engine(url)
+        try:
+            # Given the schema, through the migrations
+            upgrade(engine)
+            ensure_current(engine)
+            assert engine.dialect.name == "mysql"
+            # When a run is planned with one chunk, queued, claimed and completed
+            with engine.begin() as conn:
+                run = run_repo.create_run(conn, "merchant_daily", DAY, 1, RunParams(), "smoke")
+                assert run is not None
+                assert run_repo.move(
+                    conn, run.id, RunState.PLANNING, RunState.MAPPING, actor="smoke"
+                )
+                chunk_repo.insert_plan(
+                    conn, run.id, [ChunkSpec(Stage.MAP, 0, KeyRange(b"a", b"b"))]
+                )
+                (chunk_id,) = chunk_repo.open_window(conn, run.id, Stage.MAP, 8, "smoke")
+            with engine.begin() as conn:
+                claim = chunk_repo.claim(conn, chunk_id, "smoke-worker")
+                assert claim is not None and claim.attempt == 1
+                assert claim.key_range == KeyRange(b"a", b"b")
+                chunk_repo.complete(conn, claim, rows_read=3, rows_malformed=0)
+            # Then the database holds what the seam wrote
+            with engine.connect() as conn:
+                assert chunk_repo.counts_by_state(conn, run.id) == {ChunkState.DONE.value: 1}
+                assert chunk_repo.rows_done(conn, run.id) == 3
+        finally:
+            engine.dispose()
+
+
+def test_transport_seam_delivers_a_confirmed_hint_once(broker_url: str, tmp_path: Path) -> None:
+    hint = Hint(run_id=7, chunk_id=42, stage="map", idx=3)
+    publisher = open_publisher(broker_url)
+    assert isinstance(publisher, RabbitPublisher)
+    try:
+        publisher.publish([hint])
+        assert publisher.backlog() == 1
+    finally:
+        publisher.close()
+    # The engine is the embedded transport's; RabbitMQ's consumer does not touch it.
+    engine = make_engine(f"sqlite:///{tmp_path / 'unused.db'}")
+    consumer = open_consumer(broker_url, engine, str(engine.url), prefetch=1)
+    assert isinstance(consumer, RabbitConsumer)
+    try:
+        delivery = None
+        for _ in range(50):
+            delivery = consumer.next_delivery(0.2)
+            if delivery is not None:
+                break
+        assert delivery is not None and delivery.hint == hint
+        consumer.ack(delivery)
+        consumer.pump(0.5)
+        assert consumer.next_delivery(0.5) is None
+    finally:
+        consumer.close()
         engine.dispose()
-
-
-def test_rabbitmq_persistent_message_with_manual_ack(broker_url: str) -> None:
-    queue = dict(p.split("=", 1) for p in broker_url.split("?", 1)[1].split("&"))["queue"]
-    conn = pika.BlockingConnection(pika.URLParameters(broker_url.split("?", 1)[0]))
+    publisher = open_publisher(broker_url)
     try:
-        ch = conn.channel()
-        ch.confirm_delivery()
-        ch.queue_declare(queue=queue, durable=True)
-        ch.basic_publish("", queue, b"hello", pika.BasicProperties(delivery_mode=2))
-        method, props, body = next(ch.consume(queue, auto_ack=False, inactivity_timeout=10))
-        assert body == b"hello" and props.delivery_mode == 2
-        ch.basic_ack(method.delivery_tag)
-        ch.cancel()
-        assert ch.queue_declare(queue=queue, passive=True).method.message_count == 0
+        assert publisher.backlog() == 0
     finally:
-        conn.close()
+        publisher.close()
 
 
-def test_hbase_put_and_range_scan_in_key_order(hbase_url: str) -> None:
-    prefix = dict(p.split("=", 1) for p in hbase_url.split("?", 1)[1].split("&"))["table_prefix"]
-    conn = _hbase_connection(hbase_url, table_prefix=prefix)
+def test_store_seam_scans_a_range_in_key_order(hbase_url: str) -> None:
+    store = open_store(hbase_url)
+    assert isinstance(store, HBaseStore)
     try:
-        conn.create_table("smoke", {"f": {}})
-        table = conn.table("smoke")
-        for key in (b"k3", b"k1", b"k5", b"k2", b"k4"):
-            table.put(key, {b"f:v": key})
-        got = [k for k, _ in table.scan(row_start=b"k2", row_stop=b"k5")]
-        assert got == [b"k2", b"k3", b"k4"]
+        store.ensure_table("smoke", ["f"])
+        keys = [b"k%d" % i for i in range(1, 6)]
+        rows = [(key, {b"f:v": key}) for key in random.Random(5).sample(keys, len(keys))]
+        assert store.put_many("smoke", rows, batch_size=2) == 5
+        got = list(store.scan("smoke", KeyRange(b"k2", b"k5"), batch_size=2))
+        assert got == [(b"k2", {b"f:v": b"k2"}), (b"k3", {b"f:v": b"k3"}), (b"k4", {b"f:v": b"k4"})]
+        assert store.delete_range("smoke", KeyRange(b"k2", b"k4")) == 2
+        assert [k for k, _ in store.scan("smoke", KeyRange(b"k", b""), keys_only=True)] == [
+            b"k1",
+            b"k4",
+            b"k5",
+        ]
     finally:
-        conn.close()
+        store.drop_table("smoke")
+        store.close()

@@ -21,7 +21,6 @@ from nightfold.common.logs import (
     JsonFormatter,
     claim_fields,
     fields,
-    redact,
     setup_logging,
 )
 from nightfold.common.states import RunState, Stage
@@ -160,24 +159,6 @@ def test_human_puts_the_ids_on_the_first_line_before_a_traceback() -> None:
 
 
 # -- no secrets ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (DB_URL, "mysql+pymysql://nightfold:***@db:3306/nightfold"),
-        (
-            f"connect amqp://u:{SECRET}@rabbit:5672/v failed; db {DB_URL}",
-            "connect amqp://u:***@rabbit:5672/v failed; db mysql+pymysql://nightfold:***@db:3306/nightfold",
-        ),
-        (f"'{DB_URL}'", "'mysql+pymysql://nightfold:***@db:3306/nightfold'"),
-        ("hbase://hbase:9090 and sqlite:///x.db", "hbase://hbase:9090 and sqlite:///x.db"),
-        ("user@example.org has no URL", "user@example.org has no URL"),
-        ("amqp://guest@rabbit/", "amqp://guest@rabbit/"),
-    ],
-)
-def test_redact(text: str, expected: str) -> None:
-    assert redact(text) == expected
 
 
 @pytest.mark.parametrize("formatter", [HumanFormatter(), JsonFormatter()], ids=["human", "json"])

@@ -1,8 +1,20 @@
-"""Every edge of the run and chunk state machines, and none more."""
+"""Every edge of the run and chunk state machines, and none more.
+
+The expected edges are read from the design's own statement of the machines, the
+two tables under "The state machines" in ``docs/architecture.md``, not copied
+from ``common/states.py``: a transition added to (or dropped from) either one
+without the other fails here.
+"""
 
 from __future__ import annotations
 
 import itertools
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
 
 from nightfold.common.states import (
     CHUNK_TRANSITIONS,
@@ -15,37 +27,52 @@ from nightfold.common.states import (
     can_run_move,
 )
 
+ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "architecture.md"
+S = TypeVar("S", bound=StrEnum)
 
-def test_run_edges() -> None:
+
+def documented_edges(header: str, states: type[S]) -> set[tuple[S, S]]:
+    """The (from, to) pairs of the markdown table whose header row starts ``| header |``.
+
+    A row names one or more source states and one destination, each in backticks
+    (``| `planning`, `mapping` | `failed` | why |``); a name that is not a state of
+    ``states`` fails the test rather than being skipped.
+    """
+    lines = ARCHITECTURE.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header} |"))
+    edges: set[tuple[S, S]] = set()
+    for line in itertools.takewhile(lambda ln: ln.startswith("|"), lines[start + 2 :]):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        sources = re.findall(r"`([^`]+)`", cells[0])
+        targets = re.findall(r"`([^`]+)`", cells[1])
+        assert sources and len(targets) == 1, line
+        edges |= {(states(src), states(targets[0])) for src in sources}
+    assert edges, f"no rows under {header!r} in {ARCHITECTURE}"
+    return edges
+
+
+def test_run_edges_are_the_documented_ones() -> None:
     allowed = {(a, b) for a, b in itertools.product(RunState, RunState) if can_run_move(a, b)}
-    assert allowed == {
-        (RunState.PLANNING, RunState.MAPPING),
-        (RunState.MAPPING, RunState.REDUCING),
-        (RunState.REDUCING, RunState.SUCCEEDED),
-        *(
-            (s, d)
-            for s in (RunState.PLANNING, RunState.MAPPING, RunState.REDUCING)
-            for d in (RunState.FAILED, RunState.CANCELLED)
-        ),
-    }
+    assert allowed == documented_edges("run state", RunState)
 
 
-def test_terminal_runs_never_move() -> None:
+def test_chunk_edges_are_the_documented_ones() -> None:
+    allowed = {(a, b) for a, b in itertools.product(ChunkState, ChunkState) if can_chunk_move(a, b)}
+    assert allowed == documented_edges("chunk state", ChunkState)
+
+
+@pytest.mark.parametrize(
+    ("table", "states"), [(RUN_TRANSITIONS, RunState), (CHUNK_TRANSITIONS, ChunkState)]
+)
+def test_every_state_has_a_row(table: dict[StrEnum, frozenset[StrEnum]], states: type) -> None:
+    assert set(table) == set(states)
+
+
+def test_terminal_runs_are_the_ones_the_design_never_leaves() -> None:
+    leaves = {src for src, _ in documented_edges("run state", RunState)}
+    assert set(RunState) - leaves == TERMINAL_RUN_STATES
     for state in TERMINAL_RUN_STATES:
         assert RUN_TRANSITIONS[state] == frozenset()
-
-
-def test_chunk_edges() -> None:
-    allowed = {(a, b) for a, b in itertools.product(ChunkState, ChunkState) if can_chunk_move(a, b)}
-    assert allowed == {
-        (ChunkState.PENDING, ChunkState.QUEUED),
-        (ChunkState.PENDING, ChunkState.DEAD),
-        (ChunkState.QUEUED, ChunkState.CLAIMED),
-        (ChunkState.CLAIMED, ChunkState.DONE),
-        (ChunkState.CLAIMED, ChunkState.PENDING),
-        (ChunkState.CLAIMED, ChunkState.DEAD),
-    }
-    assert CHUNK_TRANSITIONS[ChunkState.DONE] == frozenset()
 
 
 def test_after_failure() -> None:

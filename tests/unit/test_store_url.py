@@ -11,7 +11,6 @@ from nightfold.common.errors import ConfigError, ServiceUnavailable
 from nightfold.common.store import (
     HBaseURL,
     LocalURL,
-    mask_url,
     open_store,
     parse_store_url,
 )
@@ -106,13 +105,6 @@ def test_password_is_never_in_the_message(url: str) -> None:
         parse_store_url(url)
     assert "s3cret" not in str(info.value)
     assert "***" in str(info.value)
-
-
-def test_mask_url() -> None:
-    assert mask_url("hbase://u:pw@h:1?x=1") == "hbase://u:***@h:1?x=1"
-    assert mask_url("hbase://h:1") == "hbase://h:1"
-    assert mask_url("amqp://u:p%40ss@rabbit/vh") == "amqp://u:***@rabbit/vh"
-    assert "pw" not in mask_url("hbase://u:pw@[bad")
 
 
 def test_open_local_store(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from nightfold.common.jobs import get_job
 from nightfold.common.keys import summary_key
 from nightfold.common.seeding import seed_day
 from nightfold.common.store.local import LocalStore
-from nightfold.common.verify import compute_expected, verify_day
+from nightfold.common.verify import Difference, compute_expected, verify_day
 
 DAY = dt.date(2026, 11, 22)
 
@@ -33,13 +33,17 @@ def test_identical_summaries_pass(tmp_path: Path) -> None:
 def test_tampering_is_reported(tmp_path: Path) -> None:
     store = _store_with_correct_summaries(tmp_path)
     job = get_job("merchant_daily")
+    truth = compute_expected(store, job, DAY, 4)
+    assert truth["m000001"][b"s:orders"] != b"999999" and "m999999" not in truth
     # Given one field changed and one extra group written
     store.put_many(job.summary_table, [(summary_key(DAY, "m000001"), {b"s:orders": b"999999"})])
     store.put_many(job.summary_table, [(summary_key(DAY, "m999999"), {b"s:orders": b"1"})])
     # When verifying
     report = verify_day(store, job, DAY, 4)
-    # Then both are named
+    # Then both are named, field by field, and nothing else is
     assert not report.ok
-    found = {(d.group, d.field) for d in report.differences}
-    assert ("m000001", "orders") in found or ("m000001", b"s:orders") in found
-    assert any(d.group == "m999999" for d in report.differences)
+    assert report.differences == [
+        Difference("m000001", b"s:orders", truth["m000001"][b"s:orders"], b"999999"),
+        Difference("m999999", b"s:orders", None, b"1"),
+    ]
+    assert [d.kind for d in report.differences] == ["different", "extra"]
