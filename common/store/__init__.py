@@ -18,9 +18,10 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from nightfold.common.errors import ConfigError
-from nightfold.common.store.base import Columns, Row, Store
+from nightfold.common.store.base import CellDelete, Columns, Row, Store
 
 __all__ = [
+    "CellDelete",
     "Columns",
     "HBaseURL",
     "LocalURL",
