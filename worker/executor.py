@@ -1,9 +1,12 @@
 """Executing one claimed chunk: map (scan, fold, write partials by reduce
-bucket) or reduce (merge one bucket's partials in chunk order, write summaries).
+bucket) or reduce (merge one bucket's partials in chunk order, then make the
+bucket's summary rows of the day exactly the merged result).
 
 Writes are idempotent: a partial's key derives from (job, day, generation,
 bucket, chunk) and the same input folds to the same bytes, so a retry or two
-workers racing on an expired lease can only write the same value twice.
+workers racing on an expired lease can only write the same value twice; a
+reduce's puts and deletes are computed from what is stored now towards the same
+target, so a redo finishes a half-applied reduce and otherwise changes nothing.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Kept as small as httpx's transport: scan a key range in key order, put rows,
 delete rows or cells, report region boundaries, and a little housekeeping. Two
-backends implement it: ``hbase.py`` (happybase over the HBase Thrift1 gateway, production) and
-``local.py`` (a SQLite file with the same sorted-key scan semantics, embedded).
+backends implement it: ``hbase.py`` (happybase over the HBase Thrift1 gateway,
+production) and ``local.py`` (a SQLite file with the same sorted-key scan
+semantics, embedded).
 Backends map their library's errors to :class:`ServiceUnavailable`.
 """
 
