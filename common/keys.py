@@ -94,5 +94,10 @@ def partial_key(job: str, day: dt.date, generation: int, bucket: int, chunk_inde
     return partial_prefix(job, day, generation, bucket) + b"%06d" % chunk_index
 
 
+def summary_prefix(day: dt.date) -> bytes:
+    """Key prefix of one day's summary rows, ``YYYYMMDD|``: fixed width, so no other day's."""
+    return day_token(day) + SEP
+
+
 def summary_key(day: dt.date, group: str) -> bytes:
-    return day_token(day) + SEP + group.encode()
+    return summary_prefix(day) + group.encode()

@@ -1,22 +1,34 @@
 """Executing one claimed chunk: map (scan, fold, write partials by reduce
-bucket) or reduce (merge one bucket's partials in chunk order, write summaries).
+bucket) or reduce (merge one bucket's partials in chunk order, then make the
+bucket's summary rows of the day exactly the merged result).
 
 Writes are idempotent: a partial's key derives from (job, day, generation,
 bucket, chunk) and the same input folds to the same bytes, so a retry or two
-workers racing on an expired lease can only write the same value twice.
+workers racing on an expired lease can only write the same value twice; a
+reduce's puts and deletes are computed from what is stored now towards the same
+target, so a redo finishes a half-applied reduce and otherwise changes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from nightfold.common.db.chunks import Claim
 from nightfold.common.jobs.base import Job, MapOutput
-from nightfold.common.keys import PARTIAL_FAMILY, PARTIALS_TABLE, partial_key, summary_key
+from nightfold.common.keys import (
+    PARTIAL_FAMILY,
+    PARTIALS_TABLE,
+    partial_key,
+    prefix_range,
+    summary_key,
+    summary_prefix,
+)
 from nightfold.common.states import Stage
-from nightfold.common.store.base import Row, Store
+from nightfold.common.store.base import Columns, Row, Store
 from nightfold.worker.heartbeat import LeaseKeeper
+from nightfold.worker.reconcile import owned_by, reconcile
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ def run_map(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Re
 def run_reduce(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:
     merged: dict[str, Any] = {}
     read = 0
+    last: bytes | None = None
     skip = len(PARTIAL_FAMILY) + 1
     # partial rows come in chunk order (zero-padded index), so the fold order is fixed
     for key, cells in store.scan(PARTIALS_TABLE, claim.key_range, batch_size=100):
@@ -71,8 +84,39 @@ def run_reduce(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) ->
             partial = job.decode(cells[column])
             merged[group] = job.merge(merged[group], partial) if group in merged else partial
         read += 1
+        last = key
         lease.tick(read, key)
     day = claim.run.day
-    summaries = [(summary_key(day, g), job.finalize(g, merged[g])) for g in sorted(merged)]
-    store.put_many(job.summary_table, summaries)
+    wanted = {summary_key(day, g): job.finalize(g, merged[g]) for g in sorted(merged)}
+    write_summaries(claim, store, job, wanted, lambda: lease.tick(read, last))
     return Result(read, 0)
+
+
+def write_summaries(
+    claim: Claim,
+    store: Store,
+    job: Job[Any],
+    wanted: dict[bytes, dict[bytes, bytes]],
+    beat: Callable[[], None],
+) -> None:
+    """Make this reduce item's share of the day's summary rows exactly ``wanted``.
+
+    The item owns every row of the day whose group falls in its bucket under this
+    run's ``reduce_buckets``, whoever wrote it (see :mod:`worker.reconcile`): the
+    day's rows are scanned (O(groups), one family), the owned ones diffed against
+    ``wanted``, then changed cells are put and stale rows and cells deleted --
+    puts first, so a row both generations have never looks absent meanwhile.
+    """
+    run = claim.run
+    prefix = summary_prefix(run.day)
+    owns = owned_by(job.bucket, prefix, claim.idx, run.params.reduce_buckets)
+    family = job.summary_family.encode()
+    stored: dict[bytes, Columns] = {}
+    day_rows = prefix_range(prefix)
+    for key, cells in store.scan(job.summary_table, day_rows, columns=[family]):
+        if owns(key):
+            stored[key] = cells
+        beat()
+    changes = reconcile(stored, wanted)
+    store.put_many(job.summary_table, changes.puts)
+    store.delete_cells(job.summary_table, changes.deletes)

@@ -1,9 +1,10 @@
 """The store seam: what nightfold needs from a sorted key-value table store.
 
 Kept as small as httpx's transport: scan a key range in key order, put rows,
-report region boundaries, and a little housekeeping. Two backends implement it:
-``hbase.py`` (happybase over the HBase Thrift1 gateway, production) and
-``local.py`` (a SQLite file with the same sorted-key scan semantics, embedded).
+delete rows or cells, report region boundaries, and a little housekeeping. Two
+backends implement it: ``hbase.py`` (happybase over the HBase Thrift1 gateway,
+production) and ``local.py`` (a SQLite file with the same sorted-key scan
+semantics, embedded).
 Backends map their library's errors to :class:`ServiceUnavailable`.
 """
 
@@ -18,6 +19,10 @@ Columns = Mapping[bytes, bytes]
 """One row's cells, ``b"family:qualifier" -> value``."""
 
 Row = tuple[bytes, Columns]
+
+CellDelete = tuple[bytes, Sequence[bytes] | None]
+"""What to delete of one row: ``(key, None)`` the whole row, ``(key, [b"fam:qual", ...])``
+just those columns (every version). Deleting what is not there is a no-op."""
 
 
 class Store(Protocol):
@@ -51,6 +56,14 @@ class Store(Protocol):
 
     def delete_range(self, table: str, key_range: KeyRange) -> int:
         """Delete every row in ``key_range``; returns how many were deleted."""
+        ...
+
+    def delete_cells(
+        self, table: str, deletes: Iterable[CellDelete], *, batch_size: int = 1000
+    ) -> int:
+        """Delete whole rows or some of their columns (idempotent); returns how many
+        row deletes were sent. Why it exists: a rerun's reduce must remove the summary
+        rows and cells the new generation no longer has."""
         ...
 
     def drop_table(self, table: str) -> None:

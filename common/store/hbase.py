@@ -37,7 +37,7 @@ from thriftpy2.transport import TTransportException
 
 from nightfold.common.errors import ServiceUnavailable
 from nightfold.common.keys import KeyRange
-from nightfold.common.store.base import Columns, Row
+from nightfold.common.store.base import CellDelete, Columns, Row
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +340,41 @@ class HBaseStore:
 
         self._call(delete)
         return len(keys)
+
+    def delete_cells(
+        self, table: str, deletes: Iterable[CellDelete], *, batch_size: int = DELETE_BATCH
+    ) -> int:
+        """Delete whole rows or columns of rows, ``batch_size`` rows per ``mutateRows`` call.
+
+        A column delete removes every version of the column (the gateway's
+        ``deleteColumns``). Batches are resent whole after a reconnect (deleting is
+        idempotent). Errors map as for :meth:`put_many`.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        sent = 0
+        pending: list[CellDelete] = []
+        for delete in deletes:
+            pending.append(delete)
+            if len(pending) >= batch_size:
+                sent += self._send_deletes(table, pending)
+                pending = []
+        if pending:
+            sent += self._send_deletes(table, pending)
+        return sent
+
+    def _send_deletes(self, table: str, deletes: list[CellDelete]) -> int:
+        def send(conn: happybase.Connection) -> None:
+            batch = conn.table(table).batch()
+            for key, columns in deletes:
+                if columns is None:  # happybase lists the table's families: the whole row
+                    batch.delete(key)
+                elif columns:  # an empty mutation list would be an error at the gateway
+                    batch.delete(key, columns=list(columns))
+            batch.send()
+
+        self._call(send)
+        return len(deletes)
 
     def drop_table(self, table: str) -> None:
         """Disable and delete ``table`` if it exists."""

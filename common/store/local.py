@@ -30,7 +30,7 @@ from pathlib import Path
 
 from nightfold.common.errors import ServiceUnavailable
 from nightfold.common.keys import KeyRange
-from nightfold.common.store.base import Row
+from nightfold.common.store.base import CellDelete, Row
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -259,6 +259,42 @@ class LocalStore:
             (count,) = db.execute("SELECT COUNT(DISTINCT row)" + where, [tid, *params]).fetchone()
             db.execute("DELETE" + where, [tid, *params])
         return int(count)
+
+    def delete_cells(
+        self, table: str, deletes: Iterable[CellDelete], *, batch_size: int = 1000
+    ) -> int:
+        """Delete whole rows or columns of rows, one transaction per ``batch_size`` rows.
+
+        Like HBase, a column must be ``b"family:qualifier"`` of one of the table's
+        families (else :class:`ServiceUnavailable`, and that batch is not applied).
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        sent = 0
+        pending: list[CellDelete] = []
+        for delete in deletes:
+            pending.append(delete)
+            if len(pending) >= batch_size:
+                sent += self._delete_batch(table, pending)
+                pending = []
+        if pending:
+            sent += self._delete_batch(table, pending)
+        return sent
+
+    def _delete_batch(self, table: str, deletes: list[CellDelete]) -> int:
+        with self._write() as db:
+            tid, families = self._table(db, table)
+            rows = [(tid, key) for key, columns in deletes if columns is None]
+            cells = [(tid, key, col) for key, columns in deletes if columns for col in columns]
+            for _, _, col in cells:
+                family, sep, _ = col.partition(b":")
+                if not sep or family not in families:
+                    raise self._unavailable(
+                        f"column {col!r}: no such column family in table {table!r}"
+                    )
+            db.executemany("DELETE FROM nf_cells WHERE tid = ? AND row = ?", rows)
+            db.executemany("DELETE FROM nf_cells WHERE tid = ? AND row = ? AND col = ?", cells)
+        return len(deletes)
 
     def drop_table(self, table: str) -> None:
         """Forget ``table`` and its cells, if it exists."""

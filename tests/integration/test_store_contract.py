@@ -177,6 +177,67 @@ def test_delete_range_exactly_at_batch_boundaries(store: Store) -> None:
     assert list(store.scan("t", ALL)) == []
 
 
+def test_delete_cells_removes_whole_rows_and_single_columns(store: Store) -> None:
+    # Given rows with cells in two families
+    store.put_many(
+        "t", [(k, {b"o:a": b"1", b"o:b": b"2", b"p:c": b"3"}) for k in (b"r1", b"r2", b"r3")]
+    )
+    # When one row is deleted whole, columns of another go, a missing row and a
+    # missing column are "deleted" too, and an empty column list is given
+    sent = store.delete_cells(
+        "t",
+        [
+            (b"r1", None),
+            (b"r2", [b"o:b", b"p:c", b"o:zz"]),
+            (b"nope", None),
+            (b"nope", [b"o:a"]),
+            (b"r3", []),
+        ],
+    )
+    # Then exactly those cells are gone, and the rest is untouched
+    assert sent == 5
+    assert list(store.scan("t", ALL)) == [
+        (b"r2", {b"o:a": b"1"}),
+        (b"r3", {b"o:a": b"1", b"o:b": b"2", b"p:c": b"3"}),
+    ]
+    # And deleting again is a no-op; a row whose last column goes is gone
+    store.delete_cells("t", [(b"r1", None), (b"r2", [b"o:a"])])
+    assert keys(store.scan("t", ALL)) == [b"r3"]
+
+
+def test_delete_cells_then_put_again(store: Store) -> None:
+    # A deleted row or column can be written again (HBase: a later put is not masked)
+    store.put_many("t", [(b"r", {b"o:a": b"1", b"o:b": b"2"})])
+    store.delete_cells("t", [(b"r", [b"o:b"])])
+    store.delete_cells("t", [(b"s", None)])
+    store.put_many("t", [(b"r", {b"o:b": b"3"})])
+    assert list(store.scan("t", ALL)) == [(b"r", {b"o:a": b"1", b"o:b": b"3"})]
+
+
+def test_delete_cells_over_many_batches(store: Store) -> None:
+    store.put_many("t", [(b"k%04d" % i, {b"o:v": b"1", b"p:w": b"2"}) for i in range(1200)])
+    deletes = [(b"k%04d" % i, None if i % 2 else [b"p:w"]) for i in range(1200)]
+    assert store.delete_cells("t", deletes, batch_size=500) == 1200
+    rows = list(store.scan("t", ALL))
+    assert rows == [(b"k%04d" % i, {b"o:v": b"1"}) for i in range(0, 1200, 2)]
+
+
+def test_delete_cells_errors_are_one_line(store: Store) -> None:
+    with pytest.raises(ServiceUnavailable) as missing_table:
+        store.delete_cells("nope", [(b"k", None)])
+    store.put_many("t", [(b"k", {b"o:a": b"1"})])
+    with pytest.raises(ServiceUnavailable) as missing_family:
+        store.delete_cells("t", [(b"k", [b"q:a"])])
+    service, address = backend(store)
+    assert MISSING_TABLE[service] in str(missing_table.value)
+    assert MISSING_FAMILY[service] in str(missing_family.value)
+    for error in (missing_table.value, missing_family.value):
+        assert error.service == service
+        assert str(error).startswith(f"{service} unavailable: {address}: ")
+        assert "\n" not in str(error)
+    assert list(store.scan("t", ALL)) == [(b"k", {b"o:a": b"1"})]
+
+
 def test_tables_are_separate_and_drop_removes_one(store: Store) -> None:
     store.ensure_table("u", ["o"])
     store.ensure_table("u", ["o"])  # idempotent

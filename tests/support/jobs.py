@@ -1,10 +1,12 @@
-"""A job for fault tests: merchant_daily, except that a row whose key contains
-``POISON`` makes it raise, until ``NIGHTFOLD_TEST_POISON_FIXED=1`` ("the fix").
-Loaded into worker processes through ``NIGHTFOLD_JOB_MODULES=tests.support.jobs``."""
+"""Jobs for fault tests: merchant_daily, except that a row whose key contains
+``POISON`` makes it raise, until ``NIGHTFOLD_TEST_POISON_FIXED=1`` ("the fix");
+and merchant_daily with a slow reduce. Loaded into worker processes through
+``NIGHTFOLD_JOB_MODULES=tests.support.jobs``."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable, Mapping
 
 from nightfold.common.jobs import register
@@ -27,3 +29,15 @@ class PoisonDaily(MerchantDaily):
                 if b"POISON" in key:
                     raise ValueError(f"poison row {key.decode(errors='replace')}")
         super().map_rows(batch, out)
+
+
+@register
+class SlowReduceDaily(MerchantDaily):
+    """merchant_daily whose ``finalize`` sleeps ``NIGHTFOLD_TEST_FINALIZE_SLEEP`` seconds
+    per group, so a test can kill processes while a run is reducing."""
+
+    name = "slow_reduce_daily"
+
+    def finalize(self, group: str, partial: MerchantPartial) -> dict[bytes, bytes]:
+        time.sleep(float(os.environ.get("NIGHTFOLD_TEST_FINALIZE_SLEEP", "0")))
+        return super().finalize(group, partial)

@@ -47,3 +47,19 @@ def test_tampering_is_reported(tmp_path: Path) -> None:
         Difference("m999999", b"s:orders", None, b"1"),
     ]
     assert [d.kind for d in report.differences] == ["different", "extra"]
+
+
+def test_stale_rows_and_cells_of_an_earlier_generation_are_reported(tmp_path: Path) -> None:
+    # Given a stored day with a row and a cell the recomputation does not have
+    store = _store_with_correct_summaries(tmp_path)
+    job = get_job("merchant_daily")
+    expected = compute_expected(store, job, DAY, 4)
+    group = sorted(expected)[0]
+    store.put_many(job.summary_table, [(summary_key(DAY, group), {b"s:stale": b"1"})])
+    store.put_many(job.summary_table, [(summary_key(DAY, "m-gone"), {b"s:orders": b"3"})])
+    # When verifying
+    report = verify_day(store, job, DAY, 4)
+    # Then both are reported as extra
+    extra = {(d.group, d.field) for d in report.differences if d.kind == "extra"}
+    assert extra == {(group, b"s:stale"), ("m-gone", b"s:orders")}
+    assert len(report.differences) == 2
