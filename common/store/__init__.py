@@ -19,12 +19,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from nightfold.common.errors import ConfigError
-<<<<<<< HEAD
-from nightfold.common.store.base import Columns, Row, Store
-from nightfold.common.urls import mask_url
-=======
 from nightfold.common.store.base import CellDelete, Columns, Row, Store
->>>>>>> i13-rerun
+from nightfold.common.urls import mask_url
 
 __all__ = [
     "CellDelete",
