@@ -21,12 +21,12 @@ from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.engine import db_errors, retrying
 from nightfold.common.db.runs import RunInfo
-from nightfold.common.errors import RunFailed, ServiceUnavailable
+from nightfold.common.errors import RunConflict, RunFailed, ServiceUnavailable
 from nightfold.common.identity import is_local_and_dead, new_identity
 from nightfold.common.jobs.base import Job
 from nightfold.common.logs import fields
 from nightfold.common.outage import Outage
-from nightfold.common.states import ChunkState, RunState, Stage
+from nightfold.common.states import TERMINAL_RUN_STATES, ChunkState, RunState, Stage
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Publisher
 from nightfold.master.dispatcher import dispatch
@@ -74,13 +74,26 @@ class Master:
         self._observed_state: RunState | None = None
 
     # -- run selection ---------------------------------------------------
-    def open_run(self, day: dt.date, *, rerun: bool) -> RunInfo:
-        """The run to drive: the latest generation of (job, day), or a new one."""
+    def open_run(self, day: dt.date, *, rerun: bool) -> RunInfo | None:
+        """The run to drive: the latest generation of (job, day), or a new one.
+
+        None while a ``rerun`` must wait: the previous generation (finished)
+        still has chunks held under live leases, whose workers could write its
+        summaries after the new generation's (they stop at their next beat).
+        """
         params = self.settings.run_params()
         with self.engine.begin() as conn:
             latest = run_repo.latest_run(conn, self.job.name, day)
             if latest is not None and not rerun:
                 return latest
+            if latest is not None and latest.state not in TERMINAL_RUN_STATES:
+                # two live generations of a day would both write its summary rows
+                raise RunConflict(
+                    f"run {latest.label} is still {latest.state.value}: resume it without "
+                    f"--rerun, or cancel it first (nightfold cancel --day {day.isoformat()})"
+                )
+            if latest is not None and chunk_repo.held_claims(conn, latest.id):
+                return None  # its workers may still write: wait for them to let go
             generation = latest.generation + 1 if latest else 1
             created = run_repo.create_run(conn, self.job.name, day, generation, params, self.me)
         if created is None:  # another master created it in between: resume that one
@@ -107,12 +120,7 @@ class Master:
     def drive(self, day: dt.date, *, rerun: bool = False) -> Outcome:
         started = time.monotonic()
         url, deadline = self.settings.database_url, self.settings.connect_deadline_seconds
-        run = retrying(
-            url,
-            lambda: self.open_run(day, rerun=rerun),
-            deadline=deadline,
-            what=f"master for {day}",
-        )
+        run = self._open_run_waiting(day, rerun=rerun)
         if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
             log.info(
                 "run %s is already %s",
@@ -133,6 +141,29 @@ class Master:
             metrics.LAST_SUCCESS.labels(run.job).set_to_current_time()
         self._observe(final)
         return Outcome(final, state, final.error, seconds)
+
+    def _open_run_waiting(self, day: dt.date, *, rerun: bool) -> RunInfo:
+        url, deadline = self.settings.database_url, self.settings.connect_deadline_seconds
+        waited = False
+        while True:
+            run = retrying(
+                url,
+                lambda: self.open_run(day, rerun=rerun),
+                deadline=deadline,
+                what=f"master for {day}",
+            )
+            if run is not None:
+                return run
+            if not waited:
+                log.info(
+                    "%s %s: waiting for the previous generation's workers to let go of "
+                    "their chunks (at most one lease)",
+                    self.job.name,
+                    day.isoformat(),
+                    extra=fields(master=self.me),
+                )
+                waited = True
+            time.sleep(1.0)
 
     def _read(self, run_id: int) -> RunInfo:
         with self.engine.connect() as conn:

@@ -88,7 +88,14 @@ def run_reduce(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) ->
         lease.tick(read, key)
     day = claim.run.day
     wanted = {summary_key(day, g): job.finalize(g, merged[g]) for g in sorted(merged)}
-    write_summaries(claim, store, job, wanted, lambda: lease.tick(read, last))
+    write_summaries(
+        claim,
+        store,
+        job,
+        wanted,
+        beat=lambda: lease.tick(read, last),
+        fence=lambda: lease.tick(read, last, force=True),
+    )
     return Result(read, 0)
 
 
@@ -98,6 +105,7 @@ def write_summaries(
     job: Job[Any],
     wanted: dict[bytes, dict[bytes, bytes]],
     beat: Callable[[], None],
+    fence: Callable[[], None] = lambda: None,
 ) -> None:
     """Make this reduce item's share of the day's summary rows exactly ``wanted``.
 
@@ -118,5 +126,6 @@ def write_summaries(
             stored[key] = cells
         beat()
     changes = reconcile(stored, wanted)
+    fence()  # still ours, and the run still live: else an older generation could write late
     store.put_many(job.summary_table, changes.puts)
     store.delete_cells(job.summary_table, changes.deletes)

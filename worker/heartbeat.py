@@ -35,17 +35,25 @@ class LeaseKeeper:
         self._next = time.monotonic() + self.interval
         self._last_ok = time.monotonic()
 
-    def tick(self, rows_read: int, last_key: bytes | None) -> None:
+    def tick(self, rows_read: int, last_key: bytes | None, *, force: bool = False) -> None:
+        """Beat if one is due (always with ``force``).
+
+        ``force`` is the fence before a write that must not outlive the claim (a
+        reduce's summary rows): it beats now and lets a database error through,
+        so nothing is written unless the claim and a live run were just confirmed.
+        """
         if self.hard_stop.is_set():
             raise Released("worker shutting down: grace period over")
         now = time.monotonic()
-        if now < self._next:
+        if now < self._next and not force:
             return
         self._next = now + self.interval
         try:
             with db_errors(self.url), self.engine.begin() as conn:
                 cancelled = chunk_repo.heartbeat(conn, self.claim, rows_read, last_key)
         except ServiceUnavailable:
+            if force:
+                raise
             # A database blip: keep working and beat again soon, while the lease
             # we hold still has a safe margin; past it, give the chunk up.
             if now - self._last_ok > 0.75 * self.claim.run.params.lease_seconds:
@@ -54,4 +62,4 @@ class LeaseKeeper:
             return
         self._last_ok = now
         if cancelled:
-            raise Released("run cancelled")
+            raise Released("run cancelled or no longer running")

@@ -211,6 +211,20 @@ def reclaim_expired(conn: Connection, run_id: int, max_attempts: int, actor: str
     return taken
 
 
+def held_claims(conn: Connection, run_id: int) -> int:
+    """Chunks of the run claimed under a lease that has not run out: work that a
+    worker may still be writing."""
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                Chunk.run_id == run_id,
+                Chunk.state == ChunkState.CLAIMED.value,
+                Chunk.lease_expires_at >= db_now(),
+            )
+        ).scalar_one()
+    )
+
+
 def first_dead(conn: Connection, run_id: int) -> tuple[str, int, str | None] | None:
     row = conn.execute(
         select(Chunk.stage, Chunk.idx, Chunk.error)
@@ -316,7 +330,8 @@ def _fenced(c: Claim) -> list[object]:
 
 
 def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> bool:
-    """Extend the lease and record progress; returns whether the run was cancelled.
+    """Extend the lease and record progress; returns whether the worker should stop
+    (the run was cancelled or is no longer mapping or reducing).
 
     Raises ChunkLost when the claim is no longer ours.
     """
@@ -331,8 +346,11 @@ def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None
     )
     if result.rowcount != 1:
         raise ChunkLost(f"{c.label}: claim lost (lease expired and taken over, or run reset)")
-    cancelled = conn.execute(select(Run.cancel_requested).where(Run.id == c.run.id)).scalar_one()
-    return bool(cancelled)
+    cancelled, state = conn.execute(
+        select(Run.cancel_requested, Run.state).where(Run.id == c.run.id)
+    ).one()
+    # a finished run (failed, cancelled, or reset) wants no more writes from this claim
+    return bool(cancelled) or state not in (RunState.MAPPING.value, RunState.REDUCING.value)
 
 
 QUARANTINE_LIMIT = 10_000

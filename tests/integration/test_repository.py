@@ -185,3 +185,49 @@ def test_terminal_states_do_not_move(engine: Engine) -> None:
         assert run_repo.move(conn, run.id, RunState.MAPPING, RunState.FAILED, actor="m", error="x")
         assert not run_repo.move(conn, run.id, RunState.MAPPING, RunState.REDUCING, actor="m")
         assert not run_repo.request_cancel(conn, run.id, "cli")
+
+
+def test_a_finished_run_stops_its_workers_at_their_next_beat(engine: Engine) -> None:
+    # Given a claimed chunk of a mapping run
+    run = _run(engine)
+    with engine.begin() as conn:
+        chunk_repo.open_window(conn, run.id, Stage.MAP, 1, "m")
+    claim = _claim_next(engine, run, "w1")
+    with engine.begin() as conn:
+        assert chunk_repo.heartbeat(conn, claim, 10, b"k00x") is False
+        assert chunk_repo.held_claims(conn, run.id) == 1
+        # When the run fails (another chunk died) while the claim is still held
+        assert run_repo.move(conn, run.id, RunState.MAPPING, RunState.FAILED, actor="m")
+    # Then the holder is told to stop at its next beat (it must not write any more),
+    # and the claim counts as held until it is released
+    with engine.begin() as conn:
+        assert chunk_repo.heartbeat(conn, claim, 20, b"k00y") is True
+        assert chunk_repo.held_claims(conn, run.id) == 1
+        assert chunk_repo.release(conn, claim, "run no longer running")
+        assert chunk_repo.held_claims(conn, run.id) == 0
+
+
+def test_a_rerun_waits_for_the_previous_generation_to_let_go(engine: Engine) -> None:
+    from nightfold.common.config import Settings
+    from nightfold.common.jobs import get_job
+    from nightfold.master.loop import Master
+
+    url = engine.url.render_as_string(hide_password=False)
+    master = Master(Settings(database_url=url), engine, None, None, get_job("merchant_daily"))  # type: ignore[arg-type]
+    # Given generation 1 of the day, still mapping, with a chunk claimed
+    run = _run(engine)
+    with engine.begin() as conn:
+        chunk_repo.open_window(conn, run.id, Stage.MAP, 1, "m")
+    claim = _claim_next(engine, run, "w1")
+    # Then a rerun is refused while it is live: two live generations would both write
+    with pytest.raises(RunConflict, match=r"still mapping.*cancel it first"):
+        master.open_run(DAY, rerun=True)
+    # And once it has failed, the rerun waits while the claim is still held
+    with engine.begin() as conn:
+        assert run_repo.move(conn, run.id, RunState.MAPPING, RunState.FAILED, actor="m")
+    assert master.open_run(DAY, rerun=True) is None
+    # And starts generation 2 once the holder let go
+    with engine.begin() as conn:
+        assert chunk_repo.release(conn, claim, "run no longer running")
+    again = master.open_run(DAY, rerun=True)
+    assert again is not None and again.generation == 2
