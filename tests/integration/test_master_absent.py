@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
+from nightfold.common.db import runs as run_repo
+from nightfold.common.db.clock import db_now_plus
 from nightfold.common.db.models import Chunk, Run
+from nightfold.common.db.runs import RunParams
 from tests.support.pipeline import PIPELINE_DAY as DAY
 from tests.support.pipeline import (
     Cluster,
@@ -161,3 +164,27 @@ def test_the_next_nightly_run_resumes_a_stranded_earlier_day(cluster: Cluster, d
     )
     assert again.returncode == 0 and "resuming" not in again.stdout, again.stdout
     assert day_state(db, old) == "mapping"
+
+
+@pytest.mark.parametrize("rows", [1_000])
+def test_a_stranded_day_with_a_live_master_elsewhere_is_skipped(
+    cluster: Cluster, db: Engine
+) -> None:
+    yesterday, busy = (dt.date.today() - dt.timedelta(days=n) for n in (1, 2))
+    res = cluster.cli("seed", "--day", str(yesterday), "--rows", "2000")
+    assert res.returncode == 0, res.stderr
+    # Given an unfinished run 2 days ago whose master (on another host) is alive
+    elsewhere = "elsewhere.example.com:4242:abcdef"
+    with db.begin() as conn:
+        run = run_repo.create_run(conn, "merchant_daily", busy, 1, RunParams(), elsewhere)
+        assert run is not None
+        run_repo.acquire(conn, run.id, elsewhere, 30, force=False)
+        conn.execute(update(Run).where(Run.id == run.id).values(heartbeat_at=db_now_plus(3600)))
+    cluster.worker()
+    # When the nightly command runs
+    res = cluster.cli("master", "run", "--day", "yesterday", timeout=300)
+    # Then it skips that day with one line, not an error, and runs its own day
+    assert res.returncode == 0, res.stdout + res.stderr + cluster.log_tail()
+    assert f"skipping merchant_daily/{busy}: " in res.stdout and elsewhere in res.stdout
+    assert "Traceback" not in res.stderr
+    assert day_state(db, yesterday) == "succeeded" and day_state(db, busy) == "planning"
