@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Group, JustifyMethod, RenderableType
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -19,7 +19,9 @@ STATES = ("pending", "queued", "claimed", "done", "dead")
 BAR_WIDTH = 10
 
 
-def _table(title: str, *columns: str, justify: str = "left", fold: tuple[str, ...] = ()) -> Table:
+def _table(
+    title: str, *columns: str, justify: JustifyMethod = "left", fold: tuple[str, ...] = ()
+) -> Table:
     """A compact table whose headers are never cut: each column is at least as
     wide as its header; the ``fold`` columns (ids) wrap instead of shrinking."""
     table = Table(
@@ -35,7 +37,7 @@ def _table(title: str, *columns: str, justify: str = "left", fold: tuple[str, ..
         table.add_column(
             col,
             min_width=len(col),
-            justify="left" if i == 0 or col in fold else justify,  # type: ignore[arg-type]
+            justify="left" if i == 0 or col in fold else justify,
             overflow="fold",
             no_wrap=col not in fold,
         )
