@@ -53,7 +53,11 @@ class Settings:
     metrics_port: int = 0
     """Serve Prometheus metrics on this port (0: off)."""
     pushgateway_url: str = ""
-    """Where the master pushes its final metrics (empty: off)."""
+    """Where the master pushes its metrics, periodically and at exit (empty: off)."""
+    push_interval_seconds: float = 15.0
+    """How often a running master pushes (its heartbeat gauge shows it is alive)."""
+    resume_lookback_days: int = 7
+    """The nightly master first resumes unfinished runs of this many earlier days (0: off)."""
     log_level: str = "INFO"
     log_format: str = "human"
 
@@ -85,9 +89,12 @@ class Settings:
             "master_stale_seconds",
             "shutdown_grace_seconds",
             "connect_deadline_seconds",
+            "push_interval_seconds",
         ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"setting {name} must be positive")
+        if not 0 <= self.resume_lookback_days <= 366:
+            raise ConfigError("setting resume_lookback_days must be between 0 and 366")
         self.run_params()  # validates the run knobs
 
     def run_params(self) -> RunParams:

@@ -4,7 +4,8 @@ The nightfold job's name is the label ``nightfold_job``, never ``job``: that
 one belongs to Prometheus (the scrape job) and to the Pushgateway's grouping.
 
 Processes expose them with ``--metrics-port`` (``serve``); the master, a cron
-batch job, can also push its final values to a Pushgateway (``push``). The
+batch job, can also push to a Pushgateway: every few seconds while it runs
+(``Pusher``, so its heartbeat gauge shows it is alive) and once at exit (``push``). The
 names here are the contract with ``deploy/prometheus`` rules and the Grafana
 dashboard; a test scrapes live processes and checks each one exists.
 """
@@ -12,6 +13,7 @@ dashboard; a test scrapes live processes and checks each one exists.
 from __future__ import annotations
 
 import logging
+import threading
 
 from prometheus_client import (
     REGISTRY,
@@ -108,6 +110,12 @@ RUN_DURATION = Gauge(
     "Wall time of the master's last run.",
     ["nightfold_job", "day"],
 )
+MASTER_HEARTBEAT = Gauge(
+    "nightfold_master_heartbeat_timestamp_seconds",
+    "When the master last heartbeated its run (unix time). Pushed every "
+    "push_interval_seconds: a dead master cannot say it died, so its last push ages.",
+    ["nightfold_job", "day"],
+)
 
 ALL_NAMES = sorted(
     m._name
@@ -132,6 +140,7 @@ ALL_NAMES = sorted(
         RUN_ROWS,
         LAST_SUCCESS,
         RUN_DURATION,
+        MASTER_HEARTBEAT,
     )
 )
 
@@ -182,3 +191,38 @@ def push(gateway: str | None, nightfold_job: str) -> None:
         )
     except OSError as exc:
         raise ServiceUnavailable("pushgateway", f"{gateway}: {exc}") from exc
+
+
+class Pusher:
+    """Pushes to the Pushgateway every ``every`` seconds from a daemon thread, so
+    the master's heartbeat gauge there ages when the master dies (a SIGKILLed
+    process pushes nothing at exit). A failed push is logged, not raised: the
+    run goes on without its metrics."""
+
+    def __init__(self, gateway: str | None, nightfold_job: str, every: float) -> None:
+        self.gateway, self.nightfold_job, self.every = gateway, nightfold_job, every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    def __enter__(self) -> Pusher:
+        if self.gateway:
+            self._thread = threading.Thread(target=self._run, name="pushgateway", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                push(self.gateway, self.nightfold_job)
+            except ServiceUnavailable as exc:
+                if not self._failing:
+                    log.warning("metrics push failed (retrying every %.0fs): %s", self.every, exc)
+                self._failing = True
+            else:
+                self._failing = False

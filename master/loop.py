@@ -212,6 +212,7 @@ class Master:
             run_repo.heartbeat(conn, run_id, self.me)
             run = run_repo.get_run(conn, run_id)
         assert run is not None
+        metrics.MASTER_HEARTBEAT.labels(run.job, run.day.isoformat()).set_to_current_time()
         if self.on_tick is not None:
             self.on_tick(run)
         self._observe(run)

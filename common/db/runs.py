@@ -238,3 +238,20 @@ def roll_up_counters(conn: Connection, run_id: int) -> tuple[int, int]:
         update(Run).where(Run.id == run_id).values(rows_read=rows, rows_malformed=malformed)
     )
     return int(rows), int(malformed)
+
+
+def generations_between(
+    conn: Connection, job: str, first: dt.date, last: dt.date
+) -> list[tuple[dt.date, int, RunState]]:
+    """(day, generation, state) of every run of ``job`` with ``first <= day <= last``:
+    what the nightly master needs to find earlier days left unfinished."""
+    rows = conn.execute(
+        select(Run.day, Run.generation, Run.state).where(
+            Run.job == job, Run.day >= first, Run.day <= last
+        )
+    )
+    return [(_as_date(d), int(g), RunState(s)) for d, g, s in rows]
+
+
+def _as_date(value: dt.date | str) -> dt.date:
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value

@@ -6,12 +6,16 @@ import datetime as dt
 
 import click
 
-from nightfold.cli.options import DAY, day_span, with_runtime
+from nightfold.cli.options import DAY, day_and_form, day_span, with_runtime
 from nightfold.common import metrics
-from nightfold.common.errors import ConfigError, RunFailed
+from nightfold.common.db import runs as run_repo
+from nightfold.common.db.engine import retrying
+from nightfold.common.errors import ConfigError, RunConflict, RunFailed
 from nightfold.common.jobs import get_job
 from nightfold.common.runtime import Runtime
-from nightfold.master.loop import Master
+from nightfold.common.states import RunState
+from nightfold.master.loop import Master, Outcome
+from nightfold.master.resume import days_to_resume, lookback_window
 
 
 @click.group()
@@ -20,7 +24,12 @@ def master() -> None:
 
 
 @master.command("run")
-@click.option("--day", type=DAY, help="YYYY-MM-DD, 'yesterday' or 'today'.")
+@click.option(
+    "--day",
+    "day_form",
+    callback=day_and_form,
+    help="YYYY-MM-DD, 'yesterday' or 'today' (these two first resume unfinished earlier days).",
+)
 @click.option("--from", "from_day", type=DAY, help="First day of a backfill.")
 @click.option("--to", "to_day", type=DAY, help="Last day of a backfill (inclusive).")
 @click.option("--job", default=None, help="Job name [default merchant_daily].")
@@ -36,7 +45,18 @@ def master() -> None:
     "--salt-buckets", type=click.IntRange(min=1, max=100), help="Salt buckets of raw keys."
 )
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve /metrics here (0: off).")
-@click.option("--pushgateway-url", help="Push final metrics to this Pushgateway.")
+@click.option("--pushgateway-url", help="Push metrics to this Pushgateway (while running too).")
+@click.option(
+    "--resume-lookback-days",
+    type=click.IntRange(0, 366),
+    help="Days before --day whose unfinished runs are resumed first (0: off) "
+    "[env NIGHTFOLD_RESUME_LOOKBACK_DAYS, default 7].",
+)
+@click.option(
+    "--resume-earlier/--no-resume-earlier",
+    default=None,
+    help="Resume unfinished earlier days first [default: only for --day yesterday/today].",
+)
 @with_runtime(
     job="job",
     chunk_rows="chunk_rows",
@@ -47,42 +67,68 @@ def master() -> None:
     salt_buckets="salt_buckets",
     metrics_port="metrics_port",
     pushgateway_url="pushgateway_url",
+    resume_lookback_days="resume_lookback_days",
 )
 def run_cmd(
     rt: Runtime,
-    day: dt.date | None,
+    day_form: tuple[dt.date, bool] | None,
     from_day: dt.date | None,
     to_day: dt.date | None,
     rerun: bool,
+    resume_earlier: bool | None,
     **_: object,
 ) -> None:
     """Run (or resume) the job for one day or a range of days.
 
-    Exits 0 only when every run succeeded, so cron sees failures.
+    The nightly form (``--day yesterday``) first resumes this job's runs of the
+    previous ``resume_lookback_days`` days that a killed master left unfinished,
+    oldest first, so a day stranded by a reboot heals on the next night. Exits 0
+    only when every run succeeded, so cron sees failures.
     """
+    day, nightly = day_form if day_form is not None else (None, False)
     if day is not None and (from_day or to_day):
         raise ConfigError("give either --day or --from/--to, not both")
     if day is None and not (from_day and to_day):
         raise ConfigError("give --day, or both --from and --to")
+    if resume_earlier and day is None:
+        raise ConfigError("--resume-earlier goes with --day, not --from/--to")
     days = [day] if day is not None else day_span(from_day, to_day)  # type: ignore[arg-type]
     job = get_job(rt.settings.job)
     engine = rt.engine()
+    earlier: list[dt.date] = []
+    if day is not None and (nightly if resume_earlier is None else resume_earlier):
+        earlier = _stranded_days(rt, job.name, day)
     metrics.prime([job.name])
     metrics.serve(rt.settings.metrics_port or None)
     store = rt.store()
     publisher = rt.publisher()
     failures: list[str] = []
+
+    def drive(d: dt.date, *, rerun: bool) -> Outcome:
+        master = Master(rt.settings, engine, store, publisher, job, open_store=rt.store)
+        outcome = master.drive(d, rerun=rerun)
+        click.echo(
+            f"run {outcome.run.label}: {outcome.state.value}"
+            + (f" ({outcome.error})" if outcome.error else "")
+            + f" in {outcome.seconds:.1f}s"
+        )
+        if outcome.state.value != "succeeded":
+            failures.append(f"{outcome.run.label} {outcome.state.value}")
+        return outcome
+
+    pusher = metrics.Pusher(
+        rt.settings.pushgateway_url, job.name, rt.settings.push_interval_seconds
+    )
     try:
-        for d in days:
-            master = Master(rt.settings, engine, store, publisher, job, open_store=rt.store)
-            outcome = master.drive(d, rerun=rerun)
-            click.echo(
-                f"run {outcome.run.label}: {outcome.state.value}"
-                + (f" ({outcome.error})" if outcome.error else "")
-                + f" in {outcome.seconds:.1f}s"
-            )
-            if outcome.state.value != "succeeded":
-                failures.append(f"{outcome.run.label} {outcome.state.value}")
+        with pusher:
+            for d in earlier:
+                click.echo(f"resuming {job.name}/{d}: its run was left unfinished")
+                try:
+                    drive(d, rerun=False)
+                except RunConflict as exc:
+                    click.echo(f"skipping {job.name}/{d}: {exc}")
+            for d in days:
+                drive(d, rerun=rerun)
     finally:
         publisher.close()
         store.close()
@@ -90,3 +136,22 @@ def run_cmd(
     if failures:
         hint = "" if rerun else "; use --rerun to start a new generation"
         raise RunFailed(f"{len(failures)} run(s) did not succeed: {', '.join(failures)}{hint}")
+
+
+def _stranded_days(rt: Runtime, job: str, day: dt.date) -> list[dt.date]:
+    """Earlier days of ``job`` whose latest run is unfinished, oldest first."""
+    window = lookback_window(day, rt.settings.resume_lookback_days)
+    if window is None:
+        return []
+
+    def read() -> list[tuple[dt.date, int, RunState]]:
+        with rt.engine().connect() as conn:
+            return run_repo.generations_between(conn, job, *window)
+
+    runs = retrying(
+        rt.settings.database_url,
+        read,
+        deadline=rt.settings.connect_deadline_seconds,
+        what=f"unfinished runs before {day}",
+    )
+    return days_to_resume(day, rt.settings.resume_lookback_days, runs)

@@ -32,12 +32,16 @@ from nightfold.master.gc import collect
 def status_cmd(
     rt: Runtime, day: dt.date | None, as_json: bool, watch: bool, interval: float, limit: int
 ) -> None:
-    """Runs with stage progress, rows/s, ETA, live workers and the slowest chunks."""
+    """Runs with stage progress, rows/s, ETA, the master, live workers and the
+    slowest chunks; says STALLED when an unfinished run has no live master."""
     engine = rt.engine()
 
     def snapshot() -> dict[str, Any]:
         with db_errors(rt.settings.database_url), engine.connect() as conn:
-            return as_dict(conn, run_status(conn, day=day, limit=limit), alive_within=30)
+            runs = run_status(
+                conn, day=day, limit=limit, stale_seconds=rt.settings.master_stale_seconds
+            )
+            return as_dict(conn, runs, alive_within=30)
 
     if as_json:
         click.echo(json.dumps(snapshot(), indent=2, default=str))

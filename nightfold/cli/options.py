@@ -110,6 +110,23 @@ class DayType(click.ParamType):
 
 DAY = DayType()
 
+RELATIVE_DAYS = ("today", "yesterday")
+"""The nightly forms of a day: a scheduler's command names no date."""
+
+
+def is_relative_day(value: str) -> bool:
+    return value.strip().lower() in RELATIVE_DAYS
+
+
+def day_and_form(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[dt.date, bool] | None:
+    """Click callback: the day and whether it was given in the nightly form
+    (``yesterday``/``today``), which also resumes stranded earlier days."""
+    if value is None:
+        return None
+    return DAY.convert(value, param, ctx), is_relative_day(value)
+
 
 def day_span(start: dt.date, end: dt.date) -> list[dt.date]:
     if end < start:

@@ -87,7 +87,7 @@ def invocations() -> tuple[Invocation, ...]:
                     if nightfold_args(split_command(part), compose) is not None:
                         add(f"Dockerfile line {ins.line}", split_command(part))
 
-    # cron: nightfold-nightly runs "$NIGHTFOLD_MASTER_CMD run --day DAY"
+    # cron: nightfold-nightly runs "$NIGHTFOLD_MASTER_CMD run [--resume-earlier] --day DAY"
     env, jobs = read_cron(CRON_FILE)
     masters = {"cron NIGHTFOLD_MASTER_CMD": env["NIGHTFOLD_MASTER_CMD"]}
     for key, value in commented_cron_variables(CRON_FILE).items():
@@ -97,9 +97,11 @@ def invocations() -> tuple[Invocation, ...]:
     default = re.search(r"\$\{NIGHTFOLD_MASTER_CMD:-([^}]*)\}", script)
     assert default, "nightfold-nightly has a default master command"
     masters["nightfold-nightly default"] = default.group(1)
-    assert re.search(r'"\$\{master\[@\]\}" run --day "\$day"', script)
+    assert re.search(r'"\$\{master\[@\]\}" run "\$\{resume\[@\]\}" --day "\$day"', script)
+    assert "resume=(--resume-earlier)" in script
     for where, value in masters.items():
         add(where, [*split_command(value), "run", "--day", SAMPLE_DAY])
+        add(where, [*split_command(value), "run", "--resume-earlier", "--day", SAMPLE_DAY])
     for job in jobs:
         assert "nightfold-nightly" in job.command, job.command
 

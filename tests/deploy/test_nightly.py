@@ -73,6 +73,8 @@ def test_day_defaults_to_yesterday_computed_once(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     days = {line.split()[-1] for line in calls(tmp_path)}
     assert len(days) == 1 and days <= {before, after}
+    # and, being the nightly case, it also resumes stranded earlier days
+    assert all("run --resume-earlier --day" in line for line in calls(tmp_path))
 
 
 @pytest.mark.parametrize("code", [RET_CONFIG, RET_SCHEMA, RET_RUN_FAILED])
@@ -114,7 +116,7 @@ def test_cron_job_line_runs_the_nightly_master(tmp_path: Path) -> None:
     res = subprocess.run([env["SHELL"], "-c", command], env=env, timeout=60)
     assert res.returncode == 0, (tmp_path / "log").read_text()
     (call,) = calls(tmp_path)
-    assert call.startswith("with words run --day ")
+    assert call.startswith("with words run --resume-earlier --day ")
     assert "succeeded" in (tmp_path / "log").read_text()
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from nightfold.common.states import ChunkState, RunState, Stage
+from nightfold.common.config import Settings
+from nightfold.common.states import TERMINAL_RUN_STATES, ChunkState, RunState, Stage
 from tests.deploy.deployfiles import DEPLOY, REPO, find_k8s, load_compose, load_yaml_documents
 from tests.support import promql
 
@@ -20,7 +21,7 @@ GRAFANA = DEPLOY / "grafana"
 OPERATOR_GUIDE = REPO / "docs" / "operator.md"
 DASHBOARD = GRAFANA / "dashboards" / "nightfold.json"
 ALERTS = ("NightfoldRunNotFinished", "NightfoldDeadChunks", "NightfoldNoLiveWorkers",
-          "NightfoldLeaseExpiryStorm")  # fmt: skip
+          "NightfoldLeaseExpiryStorm", "NightfoldRunWithoutMaster")  # fmt: skip
 VALUES = {
     "state": {s.value for s in RunState} | {s.value for s in ChunkState},
     "stage": {s.value for s in Stage},
@@ -287,3 +288,23 @@ def test_folders_hold_what_they_say() -> None:
         "README.md",
         "nightfold.json",
     ]
+
+
+def test_a_run_without_a_live_master_alerts_within_minutes() -> None:
+    """Issue 13 item 3: the alert on a dead master fires within minutes (not at the
+    morning deadline), per run, from the heartbeat the master pushes periodically."""
+    (rule,) = [r for r in promql.alert_rules() if r["alert"] == "NightfoldRunWithoutMaster"]
+    usage = promql.read(rule["expr"])
+    assert usage.metrics == {
+        "nightfold_master_heartbeat_timestamp_seconds",
+        "nightfold_run_state",
+    }
+    assert {"nightfold_job", "day"} <= usage.grouping
+    (threshold,) = [int(n) for n in re.findall(r">\s*(\d+)", rule["expr"]) if int(n) > 1]
+    seconds = {"s": 1, "m": 60, "h": 3600}
+    wait = int(rule["for"][:-1]) * seconds[rule["for"][-1]]
+    assert threshold + wait <= 600, "fires within 10 minutes of the master's death"
+    assert threshold > 3 * Settings().push_interval_seconds, "a few missed pushes never fire it"
+    states = {s for sel in usage.selectors for m in sel.matchers if m[0] == "state"
+              for s in m[2].split("|")}  # fmt: skip
+    assert states == {s.value for s in RunState} - {s.value for s in TERMINAL_RUN_STATES}

@@ -23,6 +23,7 @@ MASTER_ONLY = {
     "nightfold_run_rows_read",
     "nightfold_last_success_timestamp_seconds",
     "nightfold_run_duration_seconds",
+    "nightfold_master_heartbeat_timestamp_seconds",
 }
 
 
