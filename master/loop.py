@@ -21,7 +21,7 @@ from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.engine import db_errors, retrying
 from nightfold.common.db.runs import RunInfo
-from nightfold.common.errors import RunFailed, ServiceUnavailable
+from nightfold.common.errors import ServiceUnavailable
 from nightfold.common.identity import is_local_and_dead, new_identity
 from nightfold.common.jobs.base import Job
 from nightfold.common.logs import fields
@@ -284,11 +284,3 @@ class Master:
         if sent:
             metrics.HINTS_PUBLISHED.labels(run.job).inc(sent)
         return False
-
-
-def raise_for_outcome(outcome: Outcome) -> None:
-    """Turn a run that did not succeed into RunFailed (the exit code cron sees)."""
-    if outcome.state is not RunState.SUCCEEDED:
-        raise RunFailed(
-            f"run {outcome.run.label} {outcome.state.value}: {outcome.error or ''}".rstrip(": ")
-        )
