@@ -249,14 +249,16 @@ class Master:
                 )
             dead = chunk_repo.first_dead(conn, run.id)
             if dead is not None:
-                dstage, idx, error = dead
-                reason = f"{dstage} chunk {idx} dead after {params.max_attempts} attempts: {error}"
+                reason = (
+                    f"{dead.stage} chunk {dead.idx} dead after {params.max_attempts} attempts: "
+                    f"{dead.error}"
+                )
                 run_repo.move(conn, run.id, run.state, RunState.FAILED, actor=self.me, error=reason)
                 log.error(
                     "run %s failed: %s",
                     run.label,
                     reason,
-                    extra=fields(run=run.label, stage=dstage, master=self.me),
+                    extra=fields(run=run.label, stage=dead.stage, master=self.me),
                 )
                 return True
             counts = chunk_repo.counts_by_state(conn, run.id, stage)
