@@ -49,8 +49,6 @@ from bench.common import (
     paired_ratios,
     store_url,
     stored_digest,
-    unique,
-    wait_for,
     wait_rusage,
     write_result,
 )
@@ -61,6 +59,8 @@ from bench.runner import (
     spawn_master,
     spawn_nightfold,
 )
+from tests.support.pipeline import wait_for
+from tests.support.services import unique_name
 
 WORKERS = 2
 KILL_AFTER_DONE = int(os.environ.get("NIGHTFOLD_BENCH_KILL_AFTER", "6"))
@@ -151,7 +151,7 @@ def _spawn_celery_worker(env: dict[str, str], logs: Path, name: str) -> subproce
             "--without-mingle",
             "--without-heartbeat",
             "-n",
-            f"{name}-{unique('')}@%h",
+            f"{name}-{unique_name('')}@%h",
             "-Q",
             env["BENCH_CELERY_QUEUE"],
         ],

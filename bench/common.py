@@ -13,23 +13,24 @@ import datetime as dt
 import hashlib
 import json
 import os
-import secrets
-import signal
 import statistics
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from nightfold.common.urls import with_query
+from tests.support import services
+from tests.support.databases import mariadb_database
+from tests.support.queues import private_queue
+from tests.support.services import unique_name
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 WORK = REPO / ".nightfold" / "bench"
 """Scratch space (git-ignored): logs, embedded stores, the cached oracle."""
-SERVICES_ENV = REPO / ".nightfold" / "services.env"
 
 DAY = dt.date(2026, 11, 20)
 ROWS = int(os.environ.get("NIGHTFOLD_BENCH_ROWS", "2000000"))
@@ -52,15 +53,14 @@ def log(msg: str) -> None:
 
 
 def service_url(var: str) -> str:
-    """A service URL from the environment or ``.nightfold/services.env``."""
-    if os.environ.get(var):
-        return os.environ[var]
-    if SERVICES_ENV.exists():
-        for line in SERVICES_ENV.read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == var and value.strip():
-                return value.strip()
-    raise SystemExit(f"{var} is not set and {SERVICES_ENV} has none: run `make services-up`")
+    """A service URL, found as the tests find it (:func:`tests.support.services.service_url`);
+    a benchmark cannot run without it, so a missing one ends the run with one line."""
+    url = services.service_url(var)
+    if url is None:
+        raise SystemExit(
+            f"{var} is not set and {services.SERVICES_ENV} has none: run `make services-up`"
+        )
+    return url
 
 
 def database_url() -> str:
@@ -80,48 +80,18 @@ def hbase_address() -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 9090
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}{secrets.token_hex(4)}"
-
-
 @contextlib.contextmanager
 def fresh_mariadb(label: str = "b") -> Iterator[str]:
-    """A new MariaDB database ``nightfold_<label><hex>`` at the schema head, dropped after."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
+    """A new MariaDB database ``nightfold_<label><hex>`` at the schema head, dropped after;
+    dropping rides out a MariaDB restart, and a database left behind is only logged."""
     from nightfold.common.db.engine import make_engine
     from nightfold.common.db.migrate import upgrade
 
-    base = database_url()
-    name = unique(f"nightfold_{label}")
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}`"))
-    url = make_url(base).set(database=name).render_as_string(hide_password=False)
-    try:
+    with mariadb_database(database_url(), f"nightfold_{label}", attempts=10, say=log) as url:
         engine = make_engine(url)
         upgrade(engine)
         engine.dispose()
         yield url
-    finally:
-        _drop_database(admin, name)
-
-
-def _drop_database(admin: Any, name: str) -> None:
-    """Drop a benchmark's database, riding out a MariaDB restart (the machine is shared)."""
-    from sqlalchemy import text
-
-    for attempt in range(10):
-        try:
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-            break
-        except Exception as exc:
-            if attempt == 9:
-                log(f"could not drop database {name}: {exc}")
-            time.sleep(3)
-    admin.dispose()
 
 
 @contextlib.contextmanager
@@ -130,7 +100,7 @@ def fresh_sqlite(directory: Path) -> Iterator[str]:
     from nightfold.common.db.migrate import upgrade
 
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{unique('nightfold')}.db"
+    path = directory / f"{unique_name('nightfold')}.db"
     url = f"sqlite:///{path}"
     engine = make_engine(url)
     upgrade(engine)
@@ -144,28 +114,11 @@ def fresh_sqlite(directory: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def fresh_queue(label: str = "nightfold.b") -> Iterator[str]:
-    """A broker URL with a private work queue (and dead-letter queue), deleted after."""
-    import pika
-
+    """A broker URL with a private work queue (and dead-letter queue), deleted after;
+    cleanup rides out a broker restart, and a queue left behind is only logged."""
     base = broker_url()
-    queue = unique(label)
-    try:
+    with private_queue(base, label, attempts=10, say=log) as queue:
         yield with_query(base, queue=queue)
-    finally:
-        for attempt in range(10):
-            try:
-                conn = pika.BlockingConnection(pika.URLParameters(base.split("?", 1)[0]))
-                try:
-                    ch = conn.channel()
-                    ch.queue_delete(queue)
-                    ch.queue_delete(f"{queue}.dead")
-                finally:
-                    conn.close()
-                break
-            except Exception as exc:
-                if attempt == 9:
-                    log(f"could not delete queue {queue}: {exc}")
-                time.sleep(3)
 
 
 # -- the seeded day ------------------------------------------------------------------------
@@ -356,28 +309,6 @@ def wait_rusage(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, flo
             proc.kill()
             raise TimeoutError(f"process {proc.args!r} still running after {timeout:.0f}s")
         time.sleep(0.02)
-
-
-def stop(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(poll)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 # -- pairing and results ---------------------------------------------------------------------

@@ -28,12 +28,12 @@ from bench.common import (
     log,
     store_url,
     stored_digest,
-    wait_for,
     write_result,
 )
 from bench.runner import nightfold_env, nightfold_workers, spawn_master
 from nightfold.common.db.engine import make_engine
 from nightfold.common.db.models import Chunk, RunEvent
+from tests.support.pipeline import wait_for
 
 WORKERS = 2
 MAX_IN_FLIGHT = 4

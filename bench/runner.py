@@ -22,14 +22,13 @@ from bench.common import (
     clear_outputs,
     fresh_mariadb,
     fresh_queue,
-    stop,
     store_url,
     stored_digest,
     vm_hwm_mib,
-    wait_for,
     wait_rusage,
 )
 from nightfold.common.db.clock import seconds_between
+from tests.support.pipeline import stop, wait_for
 
 if TYPE_CHECKING:
     from nightfold.common.db.chunks import Claim

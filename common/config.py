@@ -109,9 +109,6 @@ class Settings:
                 out[key] = mask_url(value)
         return out
 
-    def replace(self, **changes: Any) -> Settings:
-        return dataclasses.replace(self, **changes)
-
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:
     if value is None:

@@ -15,7 +15,6 @@ them (``raise ... from exc``), so code above the seams never sees them.
     ├── RunConflict                 exit 5   another master owns the run
     ├── RunFailed                   exit 6   the run ended failed or cancelled
     ├── ChunkLost                   exit 1   fencing: our claim was taken over
-    ├── Cancelled                   exit 6   the run was cancelled meanwhile
     ├── MalformedMessage            exit 1   a hint that cannot be parsed
     └── VerifyMismatch              exit 7   stored summaries differ from the oracle
 """
@@ -86,12 +85,6 @@ class RunConflict(NightfoldError):
 
 class RunFailed(NightfoldError):
     """The run ended in a state other than succeeded."""
-
-    exit_code = RET_RUN_FAILED
-
-
-class Cancelled(NightfoldError):
-    """The run was cancelled while we worked on it."""
 
     exit_code = RET_RUN_FAILED
 

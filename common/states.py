@@ -54,8 +54,6 @@ CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
     ChunkState.DEAD: frozenset(),
 }
 
-RUN_STATE_OF_STAGE = {Stage.MAP: RunState.MAPPING, Stage.REDUCE: RunState.REDUCING}
-
 
 def can_run_move(src: RunState, dst: RunState) -> bool:
     """Whether a run may go from ``src`` to ``dst``."""

@@ -28,7 +28,7 @@ def dispatch(engine: Engine, publisher: Publisher, run: RunInfo, stage: Stage, m
         chunk_repo.open_window(conn, run.id, stage, params.max_in_flight, me)
     with engine.connect() as conn:
         due = chunk_repo.due_for_publish(conn, run.id, params.republish_seconds)
-        queued = chunk_repo.queued_count(conn, run.id) if any(d[3] for d in due) else 0
+        queued = chunk_repo.queued_count(conn, run.id) if any(d.republish for d in due) else 0
         conn.rollback()
     if not due:
         return 0
@@ -36,10 +36,10 @@ def dispatch(engine: Engine, publisher: Publisher, run: RunInfo, stage: Stage, m
     if queued:
         backlog = publisher.backlog()
         if backlog is not None and backlog >= queued:
-            send = [d for d in due if not d[3]]
+            send = [d for d in due if not d.republish]
     if send:
-        publisher.publish([Hint(run.id, cid, st, idx) for cid, st, idx, _ in send])
+        publisher.publish([Hint(run.id, d.chunk_id, d.stage, d.idx) for d in send])
     with engine.begin() as conn:
         # the hints held back count as published now: look again after republish_seconds
-        chunk_repo.mark_published(conn, [cid for cid, _, _, _ in due])
+        chunk_repo.mark_published(conn, [d.chunk_id for d in due])
     return len(send)

@@ -21,7 +21,7 @@ from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.engine import db_errors, retrying
 from nightfold.common.db.runs import RunInfo
-from nightfold.common.errors import RunConflict, RunFailed, ServiceUnavailable
+from nightfold.common.errors import RunConflict, ServiceUnavailable
 from nightfold.common.identity import is_local_and_dead, new_identity
 from nightfold.common.jobs.base import Job
 from nightfold.common.logs import fields
@@ -281,14 +281,16 @@ class Master:
                 )
             dead = chunk_repo.first_dead(conn, run.id)
             if dead is not None:
-                dstage, idx, error = dead
-                reason = f"{dstage} chunk {idx} dead after {params.max_attempts} attempts: {error}"
+                reason = (
+                    f"{dead.stage} chunk {dead.idx} dead after {params.max_attempts} attempts: "
+                    f"{dead.error}"
+                )
                 run_repo.move(conn, run.id, run.state, RunState.FAILED, actor=self.me, error=reason)
                 log.error(
                     "run %s failed: %s",
                     run.label,
                     reason,
-                    extra=fields(run=run.label, stage=dstage, master=self.me),
+                    extra=fields(run=run.label, stage=dead.stage, master=self.me),
                 )
                 return True
             counts = chunk_repo.counts_by_state(conn, run.id, stage)
@@ -316,11 +318,3 @@ class Master:
         if sent:
             metrics.HINTS_PUBLISHED.labels(run.job).inc(sent)
         return False
-
-
-def raise_for_outcome(outcome: Outcome) -> None:
-    """Turn a run that did not succeed into RunFailed (the exit code cron sees)."""
-    if outcome.state is not RunState.SUCCEEDED:
-        raise RunFailed(
-            f"run {outcome.run.label} {outcome.state.value}: {outcome.error or ''}".rstrip(": ")
-        )

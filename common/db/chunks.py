@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, or_, select, update
 
 from nightfold.common.db.clock import db_now, db_now_plus
 from nightfold.common.db.events import add_chunk_events, add_event
@@ -49,6 +49,45 @@ class Claim:
     @property
     def label(self) -> str:
         return f"{self.run.label} {self.stage.value}[{self.idx}] attempt {self.attempt}"
+
+
+@dataclass(frozen=True)
+class DueHint:
+    """A queued chunk whose hint is due: never published, or unclaimed long after."""
+
+    chunk_id: int
+    stage: str
+    idx: int
+    republish: bool
+    """Published before (so the broker may still hold the hint): a republish."""
+
+
+@dataclass(frozen=True)
+class DeadChunk:
+    """The first chunk of a run that ran out of attempts, and its last error."""
+
+    stage: str
+    idx: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Claimable:
+    """A queued chunk of a live run: a candidate of the embedded transport's poll."""
+
+    chunk_id: int
+    run_id: int
+    stage: str
+    idx: int
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A malformed raw row a run set aside, and why."""
+
+    chunk_idx: int
+    row_key: bytes
+    reason: str
 
 
 def insert_plan(conn: Connection, run_id: int, specs: Sequence[ChunkSpec]) -> None:
@@ -131,9 +170,8 @@ def open_window(
 
 def due_for_publish(
     conn: Connection, run_id: int, republish_seconds: float, limit: int = 10_000
-) -> list[tuple[int, str, int, bool]]:
-    """Queued chunks whose hint was never published, or not claimed long after
-    it was, as (chunk, stage, idx, published before)."""
+) -> list[DueHint]:
+    """Queued chunks whose hint was never published, or not claimed long after it was."""
     rows = conn.execute(
         select(Chunk.id, Chunk.stage, Chunk.idx, Chunk.published_at.is_not(None))
         .where(
@@ -147,7 +185,7 @@ def due_for_publish(
         .order_by(Chunk.idx)
         .limit(limit)
     )
-    return [(int(r[0]), str(r[1]), int(r[2]), bool(r[3])) for r in rows]
+    return [DueHint(int(c), str(s), int(i), bool(p)) for c, s, i, p in rows]
 
 
 def queued_count(conn: Connection, run_id: int) -> int:
@@ -225,21 +263,18 @@ def held_claims(conn: Connection, run_id: int) -> int:
     )
 
 
-def first_dead(conn: Connection, run_id: int) -> tuple[str, int, str | None] | None:
+def first_dead(conn: Connection, run_id: int) -> DeadChunk | None:
     row = conn.execute(
         select(Chunk.stage, Chunk.idx, Chunk.error)
         .where(Chunk.run_id == run_id, Chunk.state == ChunkState.DEAD.value)
         .order_by(Chunk.id)
         .limit(1)
     ).one_or_none()
-    return (str(row[0]), int(row[1]), row[2]) if row else None
+    return DeadChunk(str(row.stage), int(row.idx), row.error) if row else None
 
 
-def claimable(
-    conn: Connection, limit: int, exclude: Sequence[int] = ()
-) -> list[tuple[int, int, str, int]]:
-    """Queued chunks of live runs, oldest first, as (chunk, run, stage, idx):
-    the embedded transport's poll."""
+def claimable(conn: Connection, limit: int, exclude: Sequence[int] = ()) -> list[Claimable]:
+    """Queued chunks of live runs, oldest first: the embedded transport's poll."""
     q = (
         select(Chunk.id, Chunk.run_id, Chunk.stage, Chunk.idx)
         .join(Run, Run.id == Chunk.run_id)
@@ -253,7 +288,7 @@ def claimable(
     )
     if exclude:
         q = q.where(Chunk.id.notin_(list(exclude)))
-    return [(int(r[0]), int(r[1]), str(r[2]), int(r[3])) for r in conn.execute(q)]
+    return [Claimable(int(c), int(r), str(s), int(i)) for c, r, s, i in conn.execute(q)]
 
 
 def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
@@ -320,13 +355,14 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
     )
 
 
-def _fenced(c: Claim) -> list[object]:
-    return [
+def _fenced(c: Claim) -> ColumnElement[bool]:
+    """The claim is still ours: same owner and attempt, still claimed (fencing)."""
+    return and_(
         Chunk.id == c.chunk_id,
         Chunk.owner == c.owner,
         Chunk.attempt == c.attempt,
         Chunk.state == ChunkState.CLAIMED.value,
-    ]
+    )
 
 
 def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> bool:
@@ -337,7 +373,7 @@ def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None
     """
     result = conn.execute(
         update(Chunk)
-        .where(and_(*_fenced(c)))  # type: ignore[arg-type]
+        .where(_fenced(c))
         .values(
             lease_expires_at=db_now_plus(c.run.params.lease_seconds),
             rows_read=rows_read,
@@ -368,7 +404,7 @@ def complete(
     malformed rows in the same transaction; raises ChunkLost when fenced out."""
     result = conn.execute(
         update(Chunk)
-        .where(and_(*_fenced(c)))  # type: ignore[arg-type]
+        .where(_fenced(c))
         .values(
             state=ChunkState.DONE.value,
             done_at=db_now(),
@@ -407,7 +443,7 @@ def fail(conn: Connection, c: Claim, error: str) -> ChunkState | None:
     dst = after_failure(c.attempt, c.run.params.max_attempts)
     result = conn.execute(
         update(Chunk)
-        .where(and_(*_fenced(c)))  # type: ignore[arg-type]
+        .where(_fenced(c))
         .values(state=dst.value, owner=None, lease_expires_at=None, error=error[:4000])
     )
     if result.rowcount != 1:
@@ -428,7 +464,7 @@ def release(conn: Connection, c: Claim, reason: str) -> bool:
     """Give a chunk back unfinished (shutdown, cancel): not counted as an attempt."""
     result = conn.execute(
         update(Chunk)
-        .where(and_(*_fenced(c)))  # type: ignore[arg-type]
+        .where(_fenced(c))
         .values(
             state=ChunkState.PENDING.value,
             owner=None,
@@ -463,12 +499,12 @@ def rows_done(conn: Connection, run_id: int) -> int:
     )
 
 
-def quarantined(conn: Connection, run_id: int, limit: int) -> list[tuple[int, bytes, str]]:
-    """The run's quarantined rows as (chunk index, row key, reason), in chunk order."""
+def quarantined(conn: Connection, run_id: int, limit: int) -> list[Quarantined]:
+    """The run's quarantined rows, in chunk order."""
     rows = conn.execute(
         select(QuarantinedRow.chunk_idx, QuarantinedRow.row_key, QuarantinedRow.reason)
         .where(QuarantinedRow.run_id == run_id)
         .order_by(QuarantinedRow.chunk_idx, QuarantinedRow.id)
         .limit(limit)
     )
-    return [(int(i), bytes(k), str(r)) for i, k, r in rows]
+    return [Quarantined(int(i), bytes(k), str(r)) for i, k, r in rows]

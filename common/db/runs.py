@@ -165,10 +165,6 @@ def acquire(conn: Connection, run_id: int, me: str, stale_seconds: float, *, for
     add_event(conn, run_id, "master_acquired", actor=me)
 
 
-def owner_of(conn: Connection, run_id: int) -> str | None:
-    return conn.execute(select(Run.owner).where(Run.id == run_id)).scalar_one_or_none()
-
-
 def heartbeat(conn: Connection, run_id: int, me: str) -> None:
     """Extend our ownership; raises RunConflict when another master took over."""
     result = conn.execute(

@@ -57,11 +57,13 @@ class DbPollConsumer:
             if found:
                 self._backoff = 0.02
                 # spread concurrent pollers over the candidates to avoid lost races
-                chunk_id, run_id, stage, idx = self._rng.choice(found)
+                pick = self._rng.choice(found)
                 with self._lock:
-                    self._in_hand.add(chunk_id)
-                hint = Hint(run_id=run_id, chunk_id=chunk_id, stage=stage, idx=idx)
-                return Delivery(hint=hint, tag=chunk_id)
+                    self._in_hand.add(pick.chunk_id)
+                hint = Hint(
+                    run_id=pick.run_id, chunk_id=pick.chunk_id, stage=pick.stage, idx=pick.idx
+                )
+                return Delivery(hint=hint, tag=pick.chunk_id)
             left = deadline - time.monotonic()
             if left <= 0:
                 return None

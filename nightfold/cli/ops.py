@@ -105,13 +105,19 @@ def quarantine_cmd(rt: Runtime, day: dt.date, limit: int, as_json: bool, **_: ob
         rows = chunk_repo.quarantined(conn, run.id, limit)
     if as_json:
         out = [
-            {"chunk": i, "key": k.decode(errors="backslashreplace"), "reason": r}
-            for i, k, r in rows
+            {
+                "chunk": q.chunk_idx,
+                "key": q.row_key.decode(errors="backslashreplace"),
+                "reason": q.reason,
+            }
+            for q in rows
         ]
         click.echo(json.dumps({"run": run.label, "rows": out}, indent=2))
         return
-    for i, key, reason in rows:
-        click.echo(f"{reason:<22} map[{i}] {key.decode(errors='backslashreplace')}")
+    for q in rows:
+        click.echo(
+            f"{q.reason:<22} map[{q.chunk_idx}] {q.row_key.decode(errors='backslashreplace')}"
+        )
     click.echo(f"{len(rows)} quarantined row(s) shown for run {run.label}")
 
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from nightfold.common.config import Settings, load_settings
+from nightfold.common.config import load_settings
 from nightfold.common.errors import ConfigError
 from nightfold.common.logs import setup_logging
 from nightfold.common.runtime import Runtime
@@ -134,7 +134,3 @@ def day_span(start: dt.date, end: dt.date) -> list[dt.date]:
     if (end - start).days > 3660:
         raise ConfigError("a backfill spans at most ten years")
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
-
-
-def settings_of(rt: Runtime) -> Settings:
-    return rt.settings

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import happybase
@@ -26,6 +25,7 @@ from nightfold.common.store import HBaseURL, parse_store_url
 from nightfold.common.urls import mask_url, with_query
 from tests.support.databases import fresh_database
 from tests.support.pipeline import PIPELINE_DAY, PIPELINE_ROWS, Cluster
+from tests.support.queues import private_queue
 from tests.support.services import require_service, unique_name
 
 PROBE_TIMEOUT_MS = 5000
@@ -100,22 +100,6 @@ def probe_rabbitmq(url: str) -> None:
 @pytest.fixture(scope="session")
 def rabbitmq_service_url() -> str:
     return require_service("RabbitMQ", "NIGHTFOLD_BROKER_URL", probe_rabbitmq)
-
-
-@contextmanager
-def private_queue(rabbitmq_service_url: str, prefix: str) -> Iterator[str]:
-    """A fresh work-queue name; the queue and its dead-letter queue are deleted after."""
-    import pika
-
-    queue = unique_name(prefix)
-    yield queue
-    conn = pika.BlockingConnection(pika.URLParameters(rabbitmq_service_url.split("?", 1)[0]))
-    try:
-        ch = conn.channel()
-        ch.queue_delete(queue)
-        ch.queue_delete(f"{queue}.dead")
-    finally:
-        conn.close()
 
 
 @pytest.fixture

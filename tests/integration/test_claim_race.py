@@ -31,9 +31,9 @@ def _race(url: str, me: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> 
             conn.rollback()
         if not found:
             break
-        for chunk_id, *_ in found:  # everyone goes for the same candidates
+        for candidate in found:  # everyone goes for the same candidates
             with engine.begin() as conn:
-                claim = chunk_repo.claim(conn, chunk_id, me)
+                claim = chunk_repo.claim(conn, candidate.chunk_id, me)
             if claim is not None:
                 with engine.begin() as conn:
                     chunk_repo.complete(conn, claim, 1, 0)

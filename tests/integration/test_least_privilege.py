@@ -16,10 +16,10 @@ from sqlalchemy.engine import make_url
 
 from nightfold.common.errors import RET_CONNECT
 from nightfold.common.urls import with_query
-from tests.integration.conftest import private_queue
 from tests.support.cli import one_line_error
 from tests.support.databases import fresh_database
 from tests.support.pipeline import Cluster
+from tests.support.queues import private_queue
 from tests.support.services import require_service
 
 DAY = "2026-11-22"

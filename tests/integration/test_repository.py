@@ -41,7 +41,7 @@ def _claim_next(engine: Engine, run: RunInfo, me: str) -> chunk_repo.Claim:
     with engine.begin() as conn:
         found = chunk_repo.claimable(conn, 10)
         assert found, "nothing claimable"
-        claim = chunk_repo.claim(conn, found[0][0], me)
+        claim = chunk_repo.claim(conn, found[0].chunk_id, me)
     assert claim is not None
     return claim
 
@@ -125,7 +125,7 @@ def test_failures_retry_then_die(engine: Engine) -> None:
     with engine.begin() as conn:
         assert chunk_repo.fail(conn, second, "boom again") is ChunkState.DEAD
         dead = chunk_repo.first_dead(conn, run.id)
-    assert dead == ("map", 0, "boom again")
+    assert dead == chunk_repo.DeadChunk("map", 0, "boom again")
 
 
 def test_release_does_not_count_as_an_attempt(engine: Engine) -> None:
@@ -156,13 +156,13 @@ def test_publish_outbox_and_republish(engine: Engine) -> None:
     with engine.begin() as conn:
         ids = chunk_repo.open_window(conn, run.id, Stage.MAP, 2, "m")
         due = chunk_repo.due_for_publish(conn, run.id, 60)
-        assert sorted(c for c, _, _, _ in due) == sorted(ids)
-        assert not any(again for _, _, _, again in due)
+        assert sorted(d.chunk_id for d in due) == sorted(ids)
+        assert not any(d.republish for d in due)
         chunk_repo.mark_published(conn, ids)
         assert chunk_repo.due_for_publish(conn, run.id, 60) == []
         # a hint not claimed long after publishing is published again
         again = chunk_repo.due_for_publish(conn, run.id, -1)
-        assert len(again) == 2 and all(a for _, _, _, a in again)
+        assert len(again) == 2 and all(d.republish for d in again)
         assert chunk_repo.queued_count(conn, run.id) == 2
 
 

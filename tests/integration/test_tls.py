@@ -17,9 +17,9 @@ from nightfold.common.errors import RET_CONNECT
 from nightfold.common.transport.messages import Hint
 from nightfold.common.transport.rabbitmq import RabbitConsumer, RabbitPublisher, queue_depth
 from nightfold.common.urls import with_query
-from tests.integration.conftest import private_queue
 from tests.support.cli import final_error, nightfold, one_line_error
 from tests.support.databases import fresh_database
+from tests.support.queues import private_queue
 from tests.support.services import require_service
 
 WRONG_CA = "/etc/ssl/certs/ca-certificates.crt"

@@ -1,6 +1,6 @@
 """Running the real pipeline as processes, the way an operator does: a master
 and worker processes of the installed ``nightfold`` command, configured only
-through the environment."""
+through the environment. (``stop`` and ``wait_for`` serve the benchmarks too.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,16 +57,7 @@ class Cluster:
         return self._spawn("master", "master", "run", "--day", day, *args)
 
     def stop_all(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop(self.procs)
 
     def log_tail(self, lines: int = 30) -> str:
         out = []
@@ -76,13 +67,28 @@ class Cluster:
         return "\n".join(out)
 
 
+def stop(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM every live process, then wait ``timeout`` for them all; kill what is left."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.1) -> None:
+    """Poll ``predicate`` until it holds; TimeoutError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def chunk_counts(engine: Engine, stage: str = "map") -> dict[str, int]:
