@@ -8,7 +8,6 @@ attempt counts, so the chunk dies instead of looping, issue 13)."""
 from __future__ import annotations
 
 import importlib
-import socket
 
 import pytest
 from hypothesis import given
@@ -96,7 +95,7 @@ def test_a_name_that_only_contains_a_transient_one_is_not_transient() -> None:
     [
         TTransportException(TTransportException.END_OF_FILE, "TSocket read 0 bytes"),
         ConnectionRefusedError(111, "Connection refused"),
-        socket.timeout("timed out"),
+        TimeoutError("timed out"),
         BrokenPipeError(32, "Broken pipe"),
         EOFError(),
         TApplicationException(TApplicationException.BAD_SEQUENCE_ID, "out of step"),
