@@ -262,6 +262,8 @@ class HBaseStore:
         try:
             conn.open()
             conn.client.getTableNames()
+        # Any answer here is an outage, not a refusal of a request: the gateway's
+        # HBase is starting or unreachable (callers ride it out).
         except (*TRANSPORT_ERRORS, *HBASE_ERRORS) as exc:
             self._discard(conn)
             raise self._unavailable(exc) from exc
