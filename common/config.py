@@ -45,6 +45,7 @@ class Settings:
     salt_buckets: int = RunParams.salt_buckets
     republish_seconds: float = RunParams.republish_seconds
     scan_batch: int = RunParams.scan_batch
+    max_cell_bytes: int = RunParams.max_cell_bytes
     # processes
     poll_interval: float = 0.25
     master_stale_seconds: float = 30.0

@@ -11,6 +11,9 @@ them (``raise ... from exc``), so code above the seams never sees them.
     │   └── UnknownJob              exit 2
     ├── ServiceUnavailable          exit 3   a service is down or refuses us
     │   └── AccessRefused           exit 3   wrong password, vhost, TLS certificate: not retried
+    ├── StoreRejected               exit 1   the store answered "no" (deterministic): counted
+    ├── CellTooLarge                exit 1   a job produced a cell above the bound: a job bug
+    ├── CorruptPartial              exit 1   a partial's split cells do not rejoin
     ├── SchemaOutOfDate             exit 4   run `nightfold db upgrade`
     ├── RunConflict                 exit 5   another master owns the run
     ├── RunFailed                   exit 6   the run ended failed or cancelled
@@ -69,6 +72,36 @@ class AccessRefused(ServiceUnavailable):
     def __init__(self, service: str, detail: str) -> None:
         super().__init__(service, detail)
         self.args = (f"{service} refused: {detail}",)
+
+
+class StoreRejected(NightfoldError):
+    """The store answered and refused the request (missing or disabled table,
+    unknown column family, a cell too large, ...).
+
+    Unlike :class:`ServiceUnavailable` this is *not* an outage: the same request
+    gets the same answer, so a worker counts it as a failed attempt (the chunk
+    dies after ``max_attempts`` and the run fails with this reason) instead of
+    releasing the chunk for another worker to loop on. Which HBase answers are
+    transient instead is decided in one place, ``common/store/hbase.py``.
+    """
+
+    def __init__(self, service: str, detail: str) -> None:
+        self.service = service
+        self.detail = detail
+        super().__init__(f"{service} rejected: {detail}")
+
+
+class CellTooLarge(NightfoldError):
+    """A job produced a summary cell larger than the run's ``max_cell_bytes``.
+
+    Partials are split across cells, summaries are not (a reader expects one
+    value per column): a summary that large is a job bug, refused before the
+    store would refuse it less clearly.
+    """
+
+
+class CorruptPartial(NightfoldError):
+    """A partial split across cells cannot be rejoined (a piece is missing or malformed)."""
 
 
 class SchemaOutOfDate(NightfoldError):

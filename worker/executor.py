@@ -7,6 +7,11 @@ bucket, chunk) and the same input folds to the same bytes, so a retry or two
 workers racing on an expired lease can only write the same value twice; a
 reduce's puts and deletes are computed from what is stored now towards the same
 target, so a redo finishes a half-applied reduce and otherwise changes nothing.
+
+No cell exceeds the run's ``max_cell_bytes``: a group's encoded partial is
+split across cells (:mod:`nightfold.worker.cells`) and rejoined by the reduce
+before ``job.decode``; a summary cell above the bound fails the chunk with
+:class:`CellTooLarge` naming the group and column.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nightfold.common.db.chunks import Claim
+from nightfold.common.errors import CellTooLarge, CorruptPartial
 from nightfold.common.jobs.base import Job, MapOutput
 from nightfold.common.keys import (
     PARTIAL_FAMILY,
@@ -27,6 +33,7 @@ from nightfold.common.keys import (
 )
 from nightfold.common.states import Stage
 from nightfold.common.store.base import Columns, Row, Store
+from nightfold.worker import cells as partial_cells
 from nightfold.worker.heartbeat import LeaseKeeper
 from nightfold.worker.reconcile import owned_by, reconcile
 
@@ -62,7 +69,10 @@ def run_map(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Re
     prefix = PARTIAL_FAMILY.encode() + b":"
     for group, partial in out.partials.items():
         cells = buckets.setdefault(job.bucket(group, params.reduce_buckets), {})
-        cells[prefix + group.encode()] = job.encode(partial)
+        for qualifier, piece in partial_cells.split(
+            group, job.encode(partial), params.max_cell_bytes
+        ):
+            cells[prefix + qualifier] = piece
     run = claim.run
     rows = [
         (partial_key(run.job, run.day, run.generation, bucket, claim.idx), cells)
@@ -79,15 +89,22 @@ def run_reduce(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) ->
     skip = len(PARTIAL_FAMILY) + 1
     # partial rows come in chunk order (zero-padded index), so the fold order is fixed
     for key, cells in store.scan(PARTIALS_TABLE, claim.key_range, batch_size=100):
-        for column in sorted(cells):
-            group = column[skip:].decode()
-            partial = job.decode(cells[column])
+        try:
+            values = partial_cells.join((column[skip:], v) for column, v in cells.items())
+        except CorruptPartial as exc:
+            raise CorruptPartial(f"partial row {key!r}: {exc}") from None
+        for group in sorted(values):
+            partial = job.decode(values[group])
             merged[group] = job.merge(merged[group], partial) if group in merged else partial
         read += 1
         last = key
         lease.tick(read, key)
     day = claim.run.day
-    wanted = {summary_key(day, g): job.finalize(g, merged[g]) for g in sorted(merged)}
+    bound = claim.run.params.max_cell_bytes
+    wanted = {
+        summary_key(day, g): _bounded(job, g, job.finalize(g, merged[g]), bound)
+        for g in sorted(merged)
+    }
     write_summaries(
         claim,
         store,
@@ -129,3 +146,16 @@ def write_summaries(
     fence()  # still ours, and the run still live: else an older generation could write late
     store.put_many(job.summary_table, changes.puts)
     store.delete_cells(job.summary_table, changes.deletes)
+
+
+def _bounded(
+    job: Job[Any], group: str, cells: dict[bytes, bytes], bound: int
+) -> dict[bytes, bytes]:
+    """``cells`` unchanged, or :class:`CellTooLarge` if one is above ``bound`` (a job bug)."""
+    for column, value in cells.items():
+        if len(value) > bound:
+            raise CellTooLarge(
+                f"job {job.name}: summary cell {column.decode(errors='replace')!r} of group "
+                f"{group!r} is {len(value)} bytes, above max_cell_bytes={bound}"
+            )
+    return cells

@@ -21,6 +21,10 @@ from nightfold.common.db.models import Chunk, Run
 from nightfold.common.errors import ConfigError, RunConflict
 from nightfold.common.states import TERMINAL_RUN_STATES, ChunkState, RunState
 
+MAX_CELL_BYTES_LIMIT = 8 << 20
+"""The largest ``max_cell_bytes`` allowed: room below HBase's 10 MB default for
+the row key, the qualifier and HBase's own per-cell overhead."""
+
 
 @dataclass(frozen=True)
 class RunParams:
@@ -35,6 +39,10 @@ class RunParams:
     salt_buckets: int = 16
     republish_seconds: float = 30.0
     scan_batch: int = 1000
+    max_cell_bytes: int = 1 << 20
+    """Largest cell a chunk writes: a bigger partial is split into pieces of at
+    most this size, a bigger summary cell fails the chunk (a job bug). Well under
+    HBase's ``hbase.client.keyvalue.maxsize`` (10 MB by default)."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -43,6 +51,11 @@ class RunParams:
                 raise ConfigError(f"{f.name} must be positive, got {value!r}")
         if self.salt_buckets > 100:
             raise ConfigError(f"salt_buckets must be at most 100, got {self.salt_buckets}")
+        if self.max_cell_bytes > MAX_CELL_BYTES_LIMIT:
+            raise ConfigError(
+                f"max_cell_bytes must be at most {MAX_CELL_BYTES_LIMIT} (HBase refuses cells"
+                f" above 10 MB by default), got {self.max_cell_bytes}"
+            )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

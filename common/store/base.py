@@ -5,7 +5,10 @@ delete rows or cells, report region boundaries, and a little housekeeping. Two
 backends implement it: ``hbase.py`` (happybase over the HBase Thrift1 gateway,
 production) and ``local.py`` (a SQLite file with the same sorted-key scan
 semantics, embedded).
-Backends map their library's errors to :class:`ServiceUnavailable`.
+Backends map their library's errors to :class:`ServiceUnavailable` when waiting
+may cure them (an outage: the chunk is released uncounted) and to
+:class:`StoreRejected` when the store answered a deterministic "no" (the attempt
+counts, so a chunk that cannot be written dies instead of looping).
 """
 
 from __future__ import annotations

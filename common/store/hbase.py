@@ -12,8 +12,15 @@ happybase types:
   connection -- every store operation is idempotent -- and then raised as
   :class:`ServiceUnavailable` ``("hbase", "host:port: reason")``;
 - errors HBase reports (``IOError`` such as TableNotFoundException,
-  ``IllegalArgument``, ``TApplicationException``) are not retried and are raised
-  as :class:`ServiceUnavailable` with the first line of HBase's message.
+  ``IllegalArgument`` such as "KeyValue size too large", ``TApplicationException``)
+  are not retried here. HBase *answered*, so by default the answer is
+  deterministic and raised as :class:`StoreRejected` with the first line of its
+  message: a worker counts it as a failed attempt instead of releasing the chunk
+  for another worker to hit the same wall (issue 13: 242 claim/release cycles,
+  no attempt counted, a run stuck in ``mapping``). Only answers that name a
+  transient HBase condition (:data:`TRANSIENT_HBASE_ERRORS`: a region moving or
+  busy, a server starting, HBase's client giving up on a connection) are raised
+  as :class:`ServiceUnavailable` and ridden out like an outage.
 
 A scan interrupted by a transport error resumes right after the last row it
 yielded, so a caller never sees a row twice.
@@ -27,15 +34,15 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import happybase
 from thriftpy2.protocol.exc import TProtocolException
-from thriftpy2.thrift import TException
+from thriftpy2.thrift import TApplicationException, TException
 from thriftpy2.transport import TTransportException
 
-from nightfold.common.errors import ServiceUnavailable
+from nightfold.common.errors import ServiceUnavailable, StoreRejected
 from nightfold.common.keys import KeyRange
 from nightfold.common.store.base import CellDelete, Columns, Row
 
@@ -55,6 +62,8 @@ _JAVA_PACKAGE = re.compile(r"\b(?:[a-z][a-z0-9_]*\.)+(?=[A-Z]\w*(?:Exception|Err
 KEYS_ONLY_FILTER = "KeyOnlyFilter() AND FirstKeyOnlyFilter()"
 RECONNECT_PAUSE_S = 0.2
 DELETE_BATCH = 1000
+PUT_BATCH_BYTES = 4 << 20
+"""About how much cell data one ``mutateRows`` call carries (see :func:`put_batches`)."""
 
 # Failures of the pipe, not of the request: a fresh connection may well succeed.
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
@@ -69,6 +78,112 @@ _SCAN_BREAKS: tuple[type[BaseException], ...] = (*TRANSPORT_ERRORS, AssertionErr
 # Answers from HBase itself: retrying the same request gives the same answer.
 HBASE_ERRORS: tuple[type[BaseException], ...] = (HBaseIOError, IllegalArgument, TException)
 
+TRANSIENT_HBASE_ERRORS: tuple[str, ...] = (
+    # a region is moving, opening, closing, splitting or not assigned yet
+    "NotServingRegionException",
+    "RegionOpeningException",
+    "RegionMovedException",
+    "NoServerForRegionException",
+    "RegionOfflineException",
+    # a server is overloaded, starting or stopping
+    "RegionTooBusyException",
+    "CallQueueTooBigException",
+    "ServerNotRunningYetException",
+    "RegionServerStoppedException",
+    "PleaseHoldException",
+    "MasterNotRunningException",
+    # HBase's own client lost its connection to a region server or the master
+    # (these appear as the cause inside RetriesExhausted[WithDetails]Exception)
+    "ConnectException",
+    "ConnectionClosingException",
+    "ConnectionClosedException",
+    "CallTimeoutException",
+    "SocketTimeoutException",
+    "FailedServerException",
+)
+"""Java exception names which, anywhere in an answer of HBase, make it transient.
+
+Everything else HBase answers is deterministic (:class:`StoreRejected`): e.g.
+TableNotFoundException, NoSuchColumnFamilyException, "KeyValue size too large",
+AccessDeniedException. Note that a *disabled* table is not deterministic for
+HBase: its client retries NotServingRegionException for minutes, and the answer
+that finally arrives names that transient condition.
+"""
+_TRANSIENT = re.compile(r"\b(?:" + "|".join(TRANSIENT_HBASE_ERRORS) + r")\b")
+# TApplicationException types that mean our Thrift stream is out of step, not a
+# refusal of the request: a fresh connection fixes them.
+_DESYNC = frozenset(
+    {
+        TApplicationException.BAD_SEQUENCE_ID,
+        TApplicationException.INVALID_MESSAGE_TYPE,
+        TApplicationException.WRONG_METHOD_NAME,
+        TApplicationException.MISSING_RESULT,
+    }
+)
+
+
+def _message(exc: BaseException) -> str:
+    """The whole text of an error (HBase's: the Java stack trace with its causes)."""
+    message = getattr(exc, "message", None) or str(exc)
+    if isinstance(message, bytes):  # happybase asks thriftpy2 not to decode strings
+        message = message.decode("utf-8", errors="replace")
+    return str(message)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether waiting may cure ``exc``: a transport failure, a desynchronised
+    Thrift stream, or an answer of HBase naming a :data:`TRANSIENT_HBASE_ERRORS`."""
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return True
+    if isinstance(exc, TApplicationException) and exc.type in _DESYNC:
+        return True
+    return _TRANSIENT.search(_message(exc)) is not None
+
+
+def store_error(exc: BaseException, address: str) -> ServiceUnavailable | StoreRejected:
+    """The nightfold error for a failed request to the gateway at ``address``.
+
+    The one place that decides between riding an error out (transient:
+    :class:`ServiceUnavailable`) and counting it (:class:`StoreRejected`).
+    """
+    if is_transient(exc):
+        return ServiceUnavailable("hbase", f"{address}: {_reason(exc)}")
+    return StoreRejected("hbase", f"{address}: {_reason(exc)}")
+
+
+def put_batches(
+    rows: Iterable[Row], max_rows: int, max_bytes: int
+) -> Iterator[list[tuple[bytes, Columns]]]:
+    """Group rows into write batches of at most ``max_rows`` rows and, unless a
+    single cell is bigger, at most ``max_bytes`` of keys, qualifiers and values.
+
+    A row too big for one batch is spread over consecutive batches, each with a
+    part of its cells (the same key appears in each): a row's cells then do not
+    land atomically, which nothing relies on -- a chunk counts as written only
+    once every batch is in, and a retry rewrites the same bytes. Every cell of
+    the input appears in exactly one batch, in input order.
+    """
+    batch: list[tuple[bytes, Columns]] = []
+    size = 0
+    for key, cells in rows:
+        part: dict[bytes, bytes] = {}
+        for column, value in cells.items():
+            cost = len(key) + len(column) + len(value)
+            if (batch or part) and size + cost > max_bytes:
+                if part:
+                    batch.append((key, part))
+                    part = {}
+                yield batch
+                batch, size = [], 0
+            part[column] = value
+            size += cost
+        batch.append((key, part))
+        if len(batch) >= max_rows:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
 
 def _reason(exc: BaseException) -> str:
     """A short, one-line reason for an error message (HBase's carry Java stack traces)."""
@@ -79,10 +194,7 @@ def _reason(exc: BaseException) -> str:
         return "connection refused (is the HBase Thrift server running?)"
     if isinstance(exc, TimeoutError):
         return "timed out"
-    message = getattr(exc, "message", None) or str(exc)
-    if isinstance(message, bytes):  # happybase asks thriftpy2 not to decode strings
-        message = message.decode("utf-8", errors="replace")
-    lines = str(message).strip().splitlines()
+    lines = _message(exc).strip().splitlines()
     first = lines[0].strip() if lines else type(exc).__name__
     first = _JAVA_PACKAGE.sub("", first)  # org.apache.hadoop.hbase.XyzException -> XyzException
     if isinstance(exc, TTransportException) and first == "TSocket read 0 bytes":
@@ -140,12 +252,18 @@ class HBaseStore:
     def _unavailable(self, exc: BaseException) -> ServiceUnavailable:
         return ServiceUnavailable("hbase", f"{self.host}:{self.port}: {_reason(exc)}")
 
+    def _answered(self, exc: BaseException) -> ServiceUnavailable | StoreRejected:
+        """An error HBase answered with: transient or a deterministic rejection."""
+        return store_error(exc, f"{self.host}:{self.port}")
+
     def _connect(self) -> happybase.Connection:
         """Open a connection and prove the gateway answers (a wrong transport hangs here)."""
         conn = happybase.Connection(**self._options)
         try:
             conn.open()
             conn.client.getTableNames()
+        # Any answer here is an outage, not a refusal of a request: the gateway's
+        # HBase is starting or unreachable (callers ride it out).
         except (*TRANSPORT_ERRORS, *HBASE_ERRORS) as exc:
             self._discard(conn)
             raise self._unavailable(exc) from exc
@@ -179,14 +297,14 @@ class HBaseStore:
         except TRANSPORT_ERRORS as exc:
             conn = self._reconnect(exc)
         except HBASE_ERRORS as exc:
-            raise self._unavailable(exc) from exc
+            raise self._answered(exc) from exc
         try:
             return fn(conn)
         except TRANSPORT_ERRORS as exc:
             self._drop_connection()
             raise self._unavailable(exc) from exc
         except HBASE_ERRORS as exc:
-            raise self._unavailable(exc) from exc
+            raise self._answered(exc) from exc
 
     def _drop_connection(self) -> None:
         self._discard(self._conn)
@@ -270,33 +388,36 @@ class HBaseStore:
                 self._reconnect(exc)
             except HBASE_ERRORS as exc:
                 if retried or not _scanner_lost(exc):
-                    raise self._unavailable(exc) from exc
+                    raise (self._unavailable(exc) if retried else self._answered(exc)) from exc
                 # The gateway dropped our scanner (its lease ran out while the caller
                 # was busy between batches): open a new one at the resume point.
                 retried = True
                 log.warning("hbase %s:%s: %s; reopening scan", self.host, self.port, _reason(exc))
 
     def put_many(self, table: str, rows: Iterable[Row], *, batch_size: int = 1000) -> int:
-        """Write rows, ``batch_size`` rows per ``mutateRows`` call; returns the row count.
+        """Write rows; returns the row count.
 
-        Each batch is sent whole and resent whole after a reconnect (puts of the
-        same cells are idempotent). happybase's own ``batch_size`` counts cells,
-        not rows, so batching by rows is done here.
+        One ``mutateRows`` call carries at most ``batch_size`` rows and about
+        :data:`PUT_BATCH_BYTES` of cell data (:func:`put_batches`), so many big
+        rows never build one huge Thrift call. Each call is resent whole after a
+        reconnect (puts of the same cells are idempotent). happybase's own
+        ``batch_size`` counts cells, not rows, so batching is done here.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        written = 0
-        pending: list[tuple[bytes, Columns]] = []
-        for key, cells in rows:
-            pending.append((key, cells))
-            if len(pending) >= batch_size:
-                written += self._send(table, pending)
-                pending = []
-        if pending:
-            written += self._send(table, pending)
-        return written
+        count = 0
 
-    def _send(self, table: str, rows: list[tuple[bytes, Columns]]) -> int:
+        def counted() -> Iterator[Row]:
+            nonlocal count
+            for row in rows:
+                count += 1
+                yield row
+
+        for batch in put_batches(counted(), batch_size, PUT_BATCH_BYTES):
+            self._send(table, batch)
+        return count
+
+    def _send(self, table: str, rows: list[tuple[bytes, Columns]]) -> None:
         def send(conn: happybase.Connection) -> None:
             batch = conn.table(table).batch()
             for key, cells in rows:
@@ -304,7 +425,6 @@ class HBaseStore:
             batch.send()
 
         self._call(send)
-        return len(rows)
 
     def region_starts(self, table: str) -> list[bytes]:
         """Start keys of the regions after the first, sorted: the planner's cut points."""

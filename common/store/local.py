@@ -12,9 +12,11 @@ order (``b"\\xff"`` sorts last) and a row's cells sit together, column-sorted.
 Scans read ``batch_size`` rows per short read transaction, so memory stays
 bounded and no read transaction is held open while the caller works.
 
-Like HBase, writing to a missing table or column family fails; such failures
-and SQLite's own (locked past the timeout, unwritable file) are raised as
-:class:`ServiceUnavailable` ``("local", "<path>: reason")``. A store object is
+Like HBase, reading a missing table or writing to a missing table or column
+family fails, deterministically: :class:`StoreRejected` ``("local", "<path>:
+reason")``, counted by a worker as a failed attempt. SQLite's own failures
+(locked past the timeout, unwritable file) are raised as
+:class:`ServiceUnavailable` ``("local", "<path>: reason")`` and ridden out. A store object is
 one SQLite connection and, like :class:`HBaseStore`, not thread-safe; open one
 per process *after* forking (a SQLite connection must not cross a fork).
 """
@@ -28,7 +30,7 @@ from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 
-from nightfold.common.errors import ServiceUnavailable
+from nightfold.common.errors import ServiceUnavailable, StoreRejected
 from nightfold.common.keys import KeyRange
 from nightfold.common.store.base import CellDelete, Row
 
@@ -113,6 +115,9 @@ class LocalStore:
     def _unavailable(self, exc: BaseException | str) -> ServiceUnavailable:
         return ServiceUnavailable("local", f"{self.path}: {exc}")
 
+    def _rejected(self, reason: str) -> StoreRejected:
+        return StoreRejected("local", f"{self.path}: {reason}")
+
     @contextmanager
     def _mapped(self) -> Iterator[None]:
         try:
@@ -145,7 +150,7 @@ class LocalStore:
     def _table(self, db: sqlite3.Connection, table: str) -> tuple[int, frozenset[bytes]]:
         found = db.execute("SELECT id, families FROM nf_tables WHERE name = ?", (table,)).fetchone()
         if found is None:
-            raise self._unavailable(f"table {table!r} does not exist")
+            raise self._rejected(f"table {table!r} does not exist")
         families = frozenset(f.encode() for f in found[1].split(",") if f)
         return int(found[0]), families
 
@@ -235,7 +240,7 @@ class LocalStore:
             for _, _, col, _ in cells:
                 family, sep, _ = col.partition(b":")
                 if not sep or family not in families:
-                    raise self._unavailable(
+                    raise self._rejected(
                         f"column {col!r}: no such column family in table {table!r}"
                     )
             cells.sort()  # key order: neighbouring inserts touch the same B-tree pages

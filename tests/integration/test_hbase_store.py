@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 
 import pytest
 
-from nightfold.common.errors import ServiceUnavailable
+from nightfold.common.errors import ServiceUnavailable, StoreRejected
 from nightfold.common.keys import KeyRange, day_ranges
 from nightfold.common.seeding import generate_rows, seed_day
 from nightfold.common.store import Row, open_store
@@ -53,10 +53,36 @@ def test_table_prefixes_isolate_tests(store: HBaseStore, hbase_url: str) -> None
     store.put_many("t", [(b"k", {b"o:a": b"mine"})])
     other = open_store(re.sub(r"table_prefix=\w+", "table_prefix=tnobody", hbase_url))
     try:
-        with pytest.raises(ServiceUnavailable, match="TableNotFound"):
+        with pytest.raises(StoreRejected, match="TableNotFound"):
             list(other.scan("t", ALL))
     finally:
         other.close()
+
+
+def test_hbase_refusing_a_write_is_a_deterministic_store_rejection(store: HBaseStore) -> None:
+    # Given a cell above hbase.client.keyvalue.maxsize (10 MB by default)
+    too_big = b"x" * (11 << 20)
+    # Then HBase's answer is a StoreRejected with its reason (counted by a worker),
+    # not a ServiceUnavailable that a worker rides out forever (issue 13)
+    with pytest.raises(StoreRejected, match="KeyValue size too large") as info:
+        store.put_many("t", [(b"big", {b"p:a": too_big})])
+    assert not isinstance(info.value, ServiceUnavailable)
+    with pytest.raises(StoreRejected, match="NoSuchColumnFamilyException"):
+        store.put_many("t", [(b"k", {b"zz:a": b"1"})])
+    # And the connection stays usable: nothing was torn down
+    store.put_many("t", [(b"k", {b"o:a": b"1"})])
+    assert list(store.scan("t", ALL)) == [(b"k", {b"o:a": b"1"})]
+
+
+def test_big_rows_are_written_in_bounded_calls(store: HBaseStore) -> None:
+    # Given rows of 12 MiB each in 1 MiB cells: too much for one sensible Thrift call
+    rows = [
+        (b"r%d" % r, {b"p:%02d" % i: bytes([65 + r]) * (1 << 20) for i in range(12)})
+        for r in range(2)
+    ]
+    # Then they are written whole, in calls of a few MiB, and read back exactly
+    assert store.put_many("t", rows) == 2
+    assert list(store.scan("t", ALL, batch_size=1)) == rows
 
 
 def test_concurrent_ensure_table_tolerates_already_exists(hbase_url: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nightfold.common.errors import ServiceUnavailable
+from nightfold.common.errors import ServiceUnavailable, StoreRejected
 from nightfold.common.keys import KeyRange, prefix_range
 from nightfold.common.store import Row, Store, open_store
 from nightfold.common.store.hbase import HBaseStore
@@ -251,17 +251,19 @@ def test_tables_are_separate_and_drop_removes_one(store: Store) -> None:
     assert list(store.scan("u", ALL)) == []
 
 
-def test_missing_table_and_family_are_one_line_errors(store: Store) -> None:
-    with pytest.raises(ServiceUnavailable) as missing_table:
+def test_missing_table_and_family_are_one_line_deterministic_errors(store: Store) -> None:
+    # the store answered "no": StoreRejected (counted by a worker), not an outage
+    with pytest.raises(StoreRejected) as missing_table:
         list(store.scan("nope", ALL))
-    with pytest.raises(ServiceUnavailable) as missing_family:
+    with pytest.raises(StoreRejected) as missing_family:
         store.put_many("t", [(b"k", {b"q:a": b"1"})])
     service, address = backend(store)
     assert MISSING_TABLE[service] in str(missing_table.value)
     assert MISSING_FAMILY[service] in str(missing_family.value)
     for error in (missing_table.value, missing_family.value):
         assert error.service == service
-        assert str(error).startswith(f"{service} unavailable: {address}: ")
+        assert not isinstance(error, ServiceUnavailable)
+        assert str(error).startswith(f"{service} rejected: {address}: ")
         assert "\n" not in str(error)
         assert "org.apache" not in str(error)
     # Nothing of the failed write was stored.

@@ -41,3 +41,18 @@ class SlowReduceDaily(MerchantDaily):
     def finalize(self, group: str, partial: MerchantPartial) -> dict[bytes, bytes]:
         time.sleep(float(os.environ.get("NIGHTFOLD_TEST_FINALIZE_SLEEP", "0")))
         return super().finalize(group, partial)
+
+
+@register
+class StrayFamilyDaily(MerchantDaily):
+    """merchant_daily whose summaries go to a column family the summary table lacks,
+    until ``NIGHTFOLD_TEST_FAMILY_FIXED=1``: every reduce write gets the same
+    deterministic refusal from the store (HBase: NoSuchColumnFamilyException)."""
+
+    name = "stray_family_daily"
+
+    def finalize(self, group: str, partial: MerchantPartial) -> dict[bytes, bytes]:
+        cells = super().finalize(group, partial)
+        if os.environ.get("NIGHTFOLD_TEST_FAMILY_FIXED"):
+            return cells
+        return {b"zz:" + column.partition(b":")[2]: value for column, value in cells.items()}
