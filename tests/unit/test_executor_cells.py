@@ -36,7 +36,7 @@ BUCKETS = 3
 
 
 class NoLease:
-    def tick(self, rows_read: int, last_key: bytes | None) -> None:
+    def tick(self, rows_read: int, last_key: bytes | None, *, force: bool = False) -> None:
         pass
 
 
