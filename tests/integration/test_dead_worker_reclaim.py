@@ -6,10 +6,12 @@ owner and attempt like every other transition."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 from sqlalchemy import Engine, select, update
 
+from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db import workers as worker_repo
@@ -17,9 +19,10 @@ from nightfold.common.db.chunks import ChunkSpec, Claim
 from nightfold.common.db.clock import db_now_plus
 from nightfold.common.db.models import Chunk, RunEvent, Worker
 from nightfold.common.db.runs import RunInfo, RunParams
-from nightfold.common.errors import ChunkLost
+from nightfold.common.errors import ChunkLost, ServiceUnavailable
 from nightfold.common.keys import KeyRange
 from nightfold.common.states import ChunkState, RunState, Stage
+from nightfold.master.loop import Master
 
 DAY = dt.date(2026, 11, 22)
 DEAD_S = 6.0
@@ -174,3 +177,61 @@ def test_new_attempt_of_a_live_owner_is_not_touched_by_an_old_dead_one(engine: E
     with engine.begin() as conn:
         chunk_repo.complete(conn, second, 1, 0)
     assert _state(engine, first.chunk_id)[0] == ChunkState.DONE.value
+
+
+class _NoPublisher:
+    def publish(self, *args: object, **kwargs: object) -> None:  # pragma: no cover
+        raise AssertionError("nothing is published here")
+
+
+def _master(engine: Engine, database_url: str) -> Master:
+    settings = Settings(database_url=database_url, worker_dead_seconds=DEAD_S)
+    return Master(settings, engine, None, _NoPublisher(), None)  # type: ignore[arg-type]
+
+
+def test_master_judges_no_worker_dead_until_it_has_ticked_long_enough(
+    engine: Engine, database_url: str
+) -> None:
+    run = _run(engine)
+    _worker(engine, "w-dead", seen_ago=60)
+    claim = _claim(engine, "w-dead")
+    master = _master(engine, database_url)
+    # Given a master that (re)started, or saw the database come back, just now
+    master._healthy_since = time.monotonic()
+    with engine.begin() as conn:
+        master._take_over_dead_workers(conn, run, Stage.MAP)
+    # Then the stale worker keeps its claim: it may only have been unable to beat
+    assert _state(engine, claim.chunk_id)[0] == ChunkState.CLAIMED.value
+    # When the master has ticked without an outage for worker_dead_seconds
+    master._healthy_since = time.monotonic() - DEAD_S - 0.1
+    with engine.begin() as conn:
+        master._take_over_dead_workers(conn, run, Stage.MAP)
+    # Then the claim goes back
+    assert _state(engine, claim.chunk_id)[0] == ChunkState.PENDING.value
+
+
+def test_master_restarts_its_healthy_clock_after_a_database_outage(
+    engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _run(engine)
+    master = _master(engine, database_url)
+    master._healthy_since = time.monotonic() - 3600
+    seen: list[float] = []
+    ticks = iter([ServiceUnavailable("database", "down"), (RunState.SUCCEEDED, True)])
+    monkeypatch.setattr("nightfold.master.loop.time.sleep", lambda s: None)
+
+    def tick(run_id: int) -> tuple[RunState | None, bool]:
+        seen.append(master._healthy_since)
+        step = next(ticks)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    monkeypatch.setattr(master, "_tick", tick)
+    before = time.monotonic()
+    # When the loop meets an outage, then a good tick
+    assert master._loop(run) is RunState.SUCCEEDED
+    # Then during the tick after the outage the master did not count as healthy,
+    # and its healthy clock restarted after it
+    assert seen[1] == float("inf")
+    assert before <= master._healthy_since <= time.monotonic()
