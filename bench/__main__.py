@@ -23,6 +23,7 @@ ORDER = (
     "scaling",
     "coordinator",
     "recovery",
+    "worker_kill",
     "celery_compare",
     "memory",
     "profile",

@@ -27,6 +27,7 @@ SUMMARY_KEYS = (
     "claim_p99_ms",
     "recovery_s",
     "chunks_redone",
+    "worker_kill_recovery_s",
     "celery_wall_ratio",
     "celery_exact_after_kill",
     "nightfold_exact_after_kill",
@@ -43,7 +44,15 @@ def _get(doc: dict[str, Any] | None, key: str) -> Any:
 
 
 def collect() -> dict[str, dict[str, Any] | None]:
-    names = ("overhead", "scaling", "coordinator", "recovery", "celery_compare", "memory")
+    names = (
+        "overhead",
+        "scaling",
+        "coordinator",
+        "recovery",
+        "worker_kill",
+        "celery_compare",
+        "memory",
+    )
     return {n: read_result(n) for n in (*names, "profile", "run_all")}
 
 
@@ -59,6 +68,7 @@ def summary(results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
         "claim_p99_ms": _get(c, "claim_p99_ms"),
         "recovery_s": _get(r, "recovery_s"),
         "chunks_redone": _get(r, "chunks_redone"),
+        "worker_kill_recovery_s": _get(results["worker_kill"], "worker_kill_recovery_s"),
         "celery_wall_ratio": _get(cel, "celery_wall_ratio"),
         "celery_exact_after_kill": _get(cel, "celery_exact_after_kill"),
         "nightfold_exact_after_kill": _get(cel, "nightfold_exact_after_kill"),
@@ -73,6 +83,7 @@ def summary(results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
     extra = {
         "dirty": git_dirty(),
         "claim_p50_ms": _get(c, "claim_p50_ms"),
+        "worker_kill_recovery_max_s": _get(results["worker_kill"], "worker_kill_recovery_max_s"),
         "celery_exact_after_child_kill": _get(cel, "celery_exact_after_child_kill"),
         "targets": targets(out),
         "bench_wall_s": _get(results["run_all"], "wall_s"),
@@ -91,6 +102,7 @@ def targets(s: dict[str, Any]) -> dict[str, Any]:
         "claim_p99_ms <= 20": check(s["claim_p99_ms"], lambda v: v <= 20),
         "recovery_s <= 5": check(s["recovery_s"], lambda v: v <= 5),
         "chunks_redone == 0": check(s["chunks_redone"], lambda v: v == 0),
+        "worker_kill_recovery_s <= 10": check(s["worker_kill_recovery_s"], lambda v: v <= 10),
         "celery_wall_ratio >= 1.2": check(s["celery_wall_ratio"], lambda v: v >= 1.2),
         "worker_peak_rss_mib <= 256 (both chunk sizes)": check(
             s["worker_peak_rss_mib"],
@@ -234,6 +246,7 @@ def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]
     s = summary_doc
     c = results["coordinator"] or {}
     cel = results["celery_compare"] or {}
+    wk = results["worker_kill"] or {}
     rows = [
         ("1", "overhead: nightfold (1 worker) / bare loop, wall", _fmt(s["overhead_ratio"], "x"),
          "<= 1.10x", _met(t["overhead_ratio <= 1.10"])),
@@ -252,6 +265,10 @@ def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]
          "<= 5 s", _met(t["recovery_s <= 5"])),
         ("4", "chunks redone after the master's restart", _fmt(s["chunks_redone"]), "0",
          _met(t["chunks_redone == 0"])),
+        ("4", "worker SIGKILLed mid-chunk: kill -> chunk claimed again, p50 / max (lease 60 s)",
+         f"{_fmt(s['worker_kill_recovery_s'], ' s')} / "
+         f"{_fmt(wk.get('worker_kill_recovery_max_s'), ' s')}",
+         "<= 10 s", _met(t["worker_kill_recovery_s <= 10"])),
         ("5", "Celery chord wall / nightfold wall (2 workers)", _fmt(s["celery_wall_ratio"], "x"),
          ">= 1.2x", _met(t["celery_wall_ratio >= 1.2"])),
         ("5", "exact summaries after a worker SIGKILL: nightfold",

@@ -51,6 +51,11 @@ class Settings:
     master_stale_seconds: float = 30.0
     shutdown_grace_seconds: float = 30.0
     connect_deadline_seconds: float = 120.0
+    worker_heartbeat_seconds: float = 2.0
+    """How often a worker process records that it is alive (its own thread)."""
+    worker_dead_seconds: float = 6.0
+    """A claim whose worker has not been seen for this long is taken back before
+    its lease runs out (must exceed two heartbeats)."""
     metrics_port: int = 0
     """Serve Prometheus metrics on this port (0: off)."""
     pushgateway_url: str = ""
@@ -91,11 +96,18 @@ class Settings:
             "shutdown_grace_seconds",
             "connect_deadline_seconds",
             "push_interval_seconds",
+            "worker_heartbeat_seconds",
+            "worker_dead_seconds",
         ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"setting {name} must be positive")
         if not 0 <= self.resume_lookback_days <= 366:
             raise ConfigError("setting resume_lookback_days must be between 0 and 366")
+        if not self.worker_dead_seconds > 2 * self.worker_heartbeat_seconds:
+            raise ConfigError(
+                f"setting worker_dead_seconds ({self.worker_dead_seconds:g}) must be more than "
+                f"twice worker_heartbeat_seconds ({self.worker_heartbeat_seconds:g})"
+            )
         self.run_params()  # validates the run knobs
 
     def run_params(self) -> RunParams:

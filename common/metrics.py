@@ -82,6 +82,11 @@ LEASE_EXPIRIES = Counter(
     "Claims taken back after their lease ran out.",
     ["nightfold_job"],
 )
+WORKER_DEAD_TAKEOVERS = Counter(
+    "nightfold_worker_dead_takeovers_total",
+    "Claims taken back before their lease ran out because their worker stopped heartbeating.",
+    ["nightfold_job"],
+)
 RUN_CHUNKS = Gauge(
     "nightfold_run_chunks",
     "Chunks of the current run by stage and state.",
@@ -134,6 +139,7 @@ ALL_NAMES = sorted(
         WORKER_BUSY,
         HINTS_PUBLISHED,
         LEASE_EXPIRIES,
+        WORKER_DEAD_TAKEOVERS,
         RUN_CHUNKS,
         RUN_IN_FLIGHT,
         RUN_STATE,
@@ -171,7 +177,13 @@ def prime(jobs: list[str]) -> None:
                 CHUNK_SECONDS,
             ):
                 counter.labels(job, stage)
-        for counter in (ROWS_SCANNED, ROWS_MALFORMED, HINTS_PUBLISHED, LEASE_EXPIRIES):
+        for counter in (
+            ROWS_SCANNED,
+            ROWS_MALFORMED,
+            HINTS_PUBLISHED,
+            LEASE_EXPIRIES,
+            WORKER_DEAD_TAKEOVERS,
+        ):
             counter.labels(job)
 
 

@@ -54,14 +54,19 @@ def _password_end(text: str, start: int) -> int | None:
     """Where the ``@`` closing the password that begins at ``start`` is, if any."""
     line_end = text.find("\n", start)
     line = text[start : len(text) if line_end < 0 else line_end]
+    fallback: int | None = None
     for token in _TOKEN.finditer(line):
         word = token.group()
         if token.start() > 0 and _CREDENTIALS.match(word):
-            return None
+            return fallback
         at = word.rfind("@")
-        if at >= 0:
+        if at < 0:
+            continue
+        if at < len(word) - 1:
             return start + token.start() + at
-    return None
+        # an "@" ending its token is followed by no host: the password may go on
+        fallback = start + token.start() + at
+    return fallback
 
 
 def scheme_of(url: str) -> str:

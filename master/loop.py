@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from nightfold.common import metrics
 from nightfold.common.config import Settings
@@ -72,6 +72,9 @@ class Master:
         self.on_tick = on_tick
         self._next_observe = 0.0
         self._observed_state: RunState | None = None
+        self._healthy_since = time.monotonic()
+        """Since when this master has ticked without a database outage: dead-worker
+        takeover waits ``worker_dead_seconds`` after it (workers could not beat either)."""
 
     # -- run selection ---------------------------------------------------
     def open_run(self, day: dt.date, *, rerun: bool) -> RunInfo | None:
@@ -193,13 +196,17 @@ class Master:
             f"run {run.label}",
             fields(run=run.label, master=self.me),
         )
+        self._healthy_since = time.monotonic()
         while True:
             try:
                 with db_errors(self.settings.database_url):
                     terminal, moved = self._tick(run.id)
             except ServiceUnavailable as exc:
                 time.sleep(outage.failed(exc))
+                self._healthy_since = float("inf")  # until a tick succeeds again
                 continue
+            if self._healthy_since == float("inf"):
+                self._healthy_since = time.monotonic()
             outage.recovered()
             if terminal is not None:
                 return terminal
@@ -279,6 +286,7 @@ class Master:
                     chunk_id,
                     extra=fields(run=run.label, stage=stage, chunk=chunk_id, master=self.me),
                 )
+            self._take_over_dead_workers(conn, run, stage)
             dead = chunk_repo.first_dead(conn, run.id)
             if dead is not None:
                 reason = (
@@ -318,3 +326,22 @@ class Master:
         if sent:
             metrics.HINTS_PUBLISHED.labels(run.job).inc(sent)
         return False
+
+    def _take_over_dead_workers(self, conn: Connection, run: RunInfo, stage: Stage) -> None:
+        """Take back the claims of workers that stopped heartbeating, long before
+        their leases run out. Not until this master has itself ticked without a
+        database outage for ``worker_dead_seconds``: during an outage no worker
+        could beat, and none of them is dead for that."""
+        dead_s = self.settings.worker_dead_seconds
+        if time.monotonic() - self._healthy_since < dead_s:
+            return
+        taken = chunk_repo.reclaim_orphaned(conn, run.id, run.params.max_attempts, self.me, dead_s)
+        for chunk_id in taken:
+            metrics.WORKER_DEAD_TAKEOVERS.labels(run.job).inc()
+            log.warning(
+                "run %s: chunk %d taken back: its worker was not seen for %gs",
+                run.label,
+                chunk_id,
+                dead_s,
+                extra=fields(run=run.label, stage=stage, chunk=chunk_id, master=self.me),
+            )

@@ -43,6 +43,7 @@ from nightfold.common.store.base import Store
 from nightfold.common.transport import Consumer, Delivery
 from nightfold.worker.executor import execute
 from nightfold.worker.heartbeat import LeaseKeeper, Released
+from nightfold.worker.liveness import CurrentChunks, Liveness
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Worker:
         self._work: queue.Queue[Any] = queue.Queue()
         self._in_flight = threading.Semaphore(concurrency)
         self._done: queue.Queue[Delivery] = queue.Queue()
-        self._current: dict[int, int | None] = {}
+        self._current = CurrentChunks()
         self._busy = 0
         self._busy_lock = threading.Lock()
         self.chunks_done = 0
@@ -110,6 +111,10 @@ class Worker:
     def run(self) -> int:
         with self.engine.begin() as conn:
             worker_repo.register(conn, self.me, socket.gethostname(), os.getpid())
+        liveness = Liveness(
+            self.engine, self.me, self._current, self.settings.worker_heartbeat_seconds
+        )
+        liveness.start()
         log.info(
             "worker %s started (concurrency %d)",
             self.me,
@@ -129,14 +134,10 @@ class Worker:
             f"worker {self.me}",
             fields(worker=self.me),
         )
-        next_seen = 0.0
         stop_deadline: float | None = None
         try:
             while True:
                 now = time.monotonic()
-                if now >= next_seen:
-                    next_seen = now + 5
-                    self._seen()
                 if self.stopping.is_set() and stop_deadline is None:
                     stop_deadline = now + self.settings.shutdown_grace_seconds
                     if consumer is not None:
@@ -185,6 +186,7 @@ class Worker:
             if consumer is not None:
                 self._flush_acks(consumer)
                 consumer.close()
+            liveness.stop()
             try:
                 with self.engine.begin() as conn:
                     worker_repo.stopped(conn, self.me)
@@ -236,24 +238,10 @@ class Worker:
                 return
             consumer.ack(delivery)
 
-    def _seen(self) -> None:
-        current = next((v for v in self._current.values() if v is not None), None)
-        try:
-            with self.engine.begin() as conn:
-                worker_repo.seen(conn, self.me, current)
-        except Exception as exc:
-            log.warning(
-                "worker %s: could not record heartbeat: %s",
-                self.me,
-                exc,
-                extra=fields(worker=self.me),
-            )
-
     # -- processing threads -------------------------------------------
     def _process_loop(self) -> None:
         store: Store | None = None
-        ident = threading.get_ident()
-        self._current[ident] = None
+        self._current.set(None)
         try:
             while True:
                 item = self._work.get()
@@ -284,7 +272,7 @@ class Worker:
                         ),
                     )
                 finally:
-                    self._current[ident] = None
+                    self._current.set(None)
                     self._done.put(delivery)
                     self._in_flight.release()
                     with self._busy_lock:
@@ -292,6 +280,7 @@ class Worker:
                     if self.max_chunks is not None and self.chunks_done >= self.max_chunks:
                         self.request_stop()
         finally:
+            self._current.forget()
             if store is not None:
                 store.close()
 
@@ -312,7 +301,7 @@ class Worker:
                 extra=fields(stage=hint.stage, chunk=hint.chunk_id, worker=self.me),
             )
             return
-        self._current[threading.get_ident()] = claim.chunk_id
+        self._current.set(claim.chunk_id)
         log.info("worker %s: claimed %s", self.me, claim.label, extra=claim_fields(claim, self.me))
         self._execute(claim, store)
 

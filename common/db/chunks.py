@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, or
 
 from nightfold.common.db.clock import db_now, db_now_plus
 from nightfold.common.db.events import add_chunk_events, add_event
-from nightfold.common.db.models import Chunk, QuarantinedRow, Run
+from nightfold.common.db.models import Chunk, QuarantinedRow, Run, Worker
 from nightfold.common.db.runs import RunInfo, run_info
 from nightfold.common.errors import ChunkLost
 from nightfold.common.keys import KeyRange
@@ -209,17 +209,65 @@ def mark_published(conn: Connection, chunk_ids: Sequence[int]) -> None:
 
 def reclaim_expired(conn: Connection, run_id: int, max_attempts: int, actor: str) -> list[int]:
     """Take back claims whose lease ran out: pending again, or dead when out of attempts."""
-    expired = list(
+    return _take_back(
+        conn,
+        run_id,
+        max_attempts,
+        actor,
+        Chunk.lease_expires_at < db_now(),
+        kind="lease_expired",
+        why="lease expired",
+    )
+
+
+def reclaim_orphaned(
+    conn: Connection, run_id: int, max_attempts: int, actor: str, dead_seconds: float
+) -> list[int]:
+    """Take back claims whose worker is gone, before their lease runs out:
+    the owner's ``workers`` row says it stopped, or was last seen more than
+    ``dead_seconds`` ago (database clock). Counted as an attempt, like a lease
+    expiry. A claim whose owner has no ``workers`` row is left to its lease.
+
+    The staleness is part of each UPDATE's WHERE, so a worker that beat in
+    between keeps its chunk; a frozen worker that wakes later is fenced out
+    (its heartbeat and completion carry the old owner and attempt).
+    """
+    gone = exists().where(
+        Worker.id == Chunk.owner,
+        or_(
+            Worker.stopped_at.is_not(None),
+            Worker.last_seen_at < db_now_plus(-dead_seconds),
+        ),
+    )
+    return _take_back(
+        conn, run_id, max_attempts, actor, gone, kind="worker_dead", why="worker not seen"
+    )
+
+
+def _take_back(
+    conn: Connection,
+    run_id: int,
+    max_attempts: int,
+    actor: str,
+    condition: ColumnElement[bool],
+    *,
+    kind: str,
+    why: str,
+) -> list[int]:
+    """Move the run's claims matching ``condition`` back to pending (``kind`` event),
+    or to dead when out of attempts: one fenced UPDATE per chunk, which re-checks
+    ``condition`` so an owner that recovered in between keeps its claim."""
+    found = list(
         conn.execute(
-            select(Chunk.id, Chunk.attempt).where(
+            select(Chunk.id, Chunk.attempt, Chunk.owner).where(
                 Chunk.run_id == run_id,
                 Chunk.state == ChunkState.CLAIMED.value,
-                Chunk.lease_expires_at < db_now(),
+                condition,
             )
         )
     )
     taken: list[int] = []
-    for chunk_id, attempt in expired:
+    for chunk_id, attempt, owner in found:
         dst = after_failure(int(attempt), max_attempts)
         result = conn.execute(
             update(Chunk)
@@ -227,23 +275,25 @@ def reclaim_expired(conn: Connection, run_id: int, max_attempts: int, actor: str
                 Chunk.id == chunk_id,
                 Chunk.state == ChunkState.CLAIMED.value,
                 Chunk.attempt == attempt,
-                Chunk.lease_expires_at < db_now(),
+                Chunk.owner == owner,
+                condition,
             )
             .values(
                 state=dst.value,
                 owner=None,
                 lease_expires_at=None,
-                error=f"lease expired (attempt {attempt})",
+                error=f"{why} (attempt {attempt})",
             )
         )
         if result.rowcount == 1:
             add_event(
                 conn,
                 run_id,
-                "lease_expired" if dst is ChunkState.PENDING else "dead",
+                kind if dst is ChunkState.PENDING else "dead",
                 chunk_id=chunk_id,
                 actor=actor,
                 attempt=int(attempt),
+                detail=None if owner is None else f"owner {owner}",
             )
             taken.append(int(chunk_id))
     return taken

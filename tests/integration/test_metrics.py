@@ -17,6 +17,7 @@ from tests.support.pipeline import Cluster, run_state, wait_for
 MASTER_ONLY = {
     "nightfold_hints_published",
     "nightfold_lease_expiries",
+    "nightfold_worker_dead_takeovers",
     "nightfold_run_chunks",
     "nightfold_run_chunks_in_flight",
     "nightfold_run_state",

@@ -94,9 +94,10 @@ def test_worker_killed_mid_chunk_is_taken_over(cluster: Cluster, db: Engine) -> 
     wait_for(lambda: claimed_by(db, victim.pid), 120, "the victim to claim a chunk", poll=0.02)
     # When it is SIGKILLed mid-chunk
     kill(victim)
-    # Then its lease expires, the chunk is taken over, and the numbers are exact
+    # Then its lease expires or its heartbeat goes stale (whichever the master sees
+    # first), the chunk is taken over, and the numbers are exact
     assert master.wait(timeout=300) == 0, cluster.log_tail()
-    assert event_count(db, "lease_expired") >= 1
+    assert event_count(db, "lease_expired") + event_count(db, "worker_dead") >= 1
     _verify(cluster)
     _no_chunk_done_twice(db)
 

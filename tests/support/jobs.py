@@ -56,3 +56,22 @@ class StrayFamilyDaily(MerchantDaily):
         if os.environ.get("NIGHTFOLD_TEST_FAMILY_FIXED"):
             return cells
         return {b"zz:" + column.partition(b":")[2]: value for column, value in cells.items()}
+
+
+@register
+class SlowDaily(MerchantDaily):
+    """merchant_daily, except that a worker started with
+    ``NIGHTFOLD_TEST_SLOW_BATCH_SECONDS`` sleeps that long per scanned batch: a
+    chunk that lasts, on that worker only, so a test can kill or freeze it mid-chunk."""
+
+    name = "slow_daily"
+
+    def map_rows(
+        self,
+        rows: Iterable[tuple[bytes, Mapping[bytes, bytes]]],
+        out: MapOutput[MerchantPartial],
+    ) -> None:
+        pause = float(os.environ.get("NIGHTFOLD_TEST_SLOW_BATCH_SECONDS") or 0)
+        if pause:
+            time.sleep(pause)
+        super().map_rows(rows, out)

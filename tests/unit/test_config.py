@@ -64,3 +64,33 @@ def test_masked_hides_passwords() -> None:
     s = load_settings({"database_url": SECRET_DB}, env={})
     assert "s3cret" not in str(s.masked())
     assert s.masked()["database_url"] == "mysql+pymysql://nightfold:***@db:3306/nightfold"
+
+
+def test_worker_liveness_defaults() -> None:
+    s = load_settings(env={})
+    assert s.worker_heartbeat_seconds == 2.0
+    assert s.worker_dead_seconds == 6.0
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"NIGHTFOLD_WORKER_HEARTBEAT_SECONDS": "0"}, "worker_heartbeat_seconds must be positive"),
+        ({"NIGHTFOLD_WORKER_DEAD_SECONDS": "-1"}, "worker_dead_seconds must be positive"),
+        ({"NIGHTFOLD_WORKER_DEAD_SECONDS": "4"}, "more than twice worker_heartbeat_seconds"),
+        (
+            {"NIGHTFOLD_WORKER_HEARTBEAT_SECONDS": "5", "NIGHTFOLD_WORKER_DEAD_SECONDS": "8"},
+            r"worker_dead_seconds \(8\)",
+        ),
+        ({"NIGHTFOLD_WORKER_DEAD_SECONDS": "soon"}, "worker_dead_seconds"),
+    ],
+)
+def test_worker_dead_must_exceed_two_heartbeats(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(env=env)
+
+
+def test_worker_dead_just_above_two_heartbeats_is_accepted() -> None:
+    env = {"NIGHTFOLD_WORKER_HEARTBEAT_SECONDS": "1", "NIGHTFOLD_WORKER_DEAD_SECONDS": "2.5"}
+    s = load_settings(env=env)
+    assert (s.worker_heartbeat_seconds, s.worker_dead_seconds) == (1.0, 2.5)

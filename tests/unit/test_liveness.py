@@ -1,0 +1,57 @@
+"""The worker's record of which chunk each processing thread holds, read by the
+heartbeat thread while processing threads come, go and change it."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from nightfold.worker.liveness import CurrentChunks
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Switch threads as often as possible, so an unlocked read would meet a resize."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_any_is_none_when_idle_and_a_chunk_when_busy() -> None:
+    current = CurrentChunks()
+    assert current.any() is None
+    current.set(None)
+    assert current.any() is None
+    current.set(42)
+    assert current.any() == 42
+    current.forget()
+    assert current.any() is None
+
+
+def test_reading_while_threads_come_and_go_never_fails(fast_switching: None) -> None:
+    # Given threads that keep registering, changing and forgetting their entry
+    current = CurrentChunks()
+    stop = threading.Event()
+
+    def churn(n: int) -> None:
+        while not stop.is_set():
+            current.set(None)
+            current.set(n)
+            current.forget()
+
+    threads = [threading.Thread(target=churn, args=(n,), daemon=True) for n in range(8)]
+    for t in threads:
+        t.start()
+    # When the heartbeat side reads many times meanwhile
+    try:
+        seen = {current.any() for _ in range(20_000)}
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    # Then every read returned an entry or None, none raised
+    assert seen <= {None, *range(8)}
