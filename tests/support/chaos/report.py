@@ -42,6 +42,8 @@ def build_report(seed: int, results: list[TrialResult], wall: float, logs: Path)
         "rows_lost": sum(r.rows_lost for r in results),
         "rows_double_counted": sum(r.rows_double_counted for r in results),
         "chunks_done_twice": sum(r.chunks_done_twice for r in results),
+        "stale_rows": sum(r.stale_rows for r in results),
+        "stale_cells": sum(r.stale_cells for r in results),
         "recovery_s_p50": round(statistics.median(recoveries), 3) if recoveries else None,
         "recovery_s_max": round(max(recoveries), 3) if recoveries else None,
         "recovery_samples": len(recoveries),
