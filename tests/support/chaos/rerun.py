@@ -33,9 +33,12 @@ def _rows_by_merchant(rig: Rig) -> dict[bytes, list[Row]]:
     try:
         for key_range in day_ranges(p.day, p.salt_buckets):
             for key, cells in store.scan(job.raw_table, key_range):
+                # the row's group as the job tells it: the key's merchant, else the column
                 parts = key.split(SEP)
-                if len(parts) == 4 and parts[2]:
-                    by[parts[2]].append((key, dict(cells)))
+                merchant = parts[2] if len(parts) == 4 and all(parts) else b""
+                merchant = merchant or cells.get(b"o:merchant", b"")
+                if merchant:
+                    by[merchant].append((key, dict(cells)))
     finally:
         store.close()
     return by
