@@ -133,10 +133,11 @@ def _expect_stalled(rig: Rig) -> None:
     took = time.monotonic() - t0
     (rig.dir / "status.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
     if run.get("stalled") is not True:
-        rig.result.problem(
+        rig.result.failure(
+            "stall_not_reported",
             f"master_never_restarted: `status --json` did not say stalled within {bound:.0f}s "
             f"of the master's SIGKILL (run {run.get('state')}, stalled={run.get('stalled')!r}, "
-            f"master={run.get('master')!r})"
+            f"master={run.get('master')!r})",
         )
         return
     master = json.dumps(run.get("master"), default=str)
@@ -154,9 +155,10 @@ def check(rig: Rig, runs: list[tuple[int, str, str, str]]) -> None:
     day, after = rig.plan.day.isoformat(), rig.plan.day + dt.timedelta(days=1)
     mine = [r for r in runs if r[1] == day]
     if mine and mine[-1][2] != "succeeded":
-        rig.result.problem(
+        rig.result.failure(
+            "stranded_day_not_resumed",
             f"the next night's `master run --day yesterday` did not resume {day}: run "
-            f"{mine[-1][0]} is still {mine[-1][2]}"
+            f"{mine[-1][0]} is still {mine[-1][2]}",
         )
     theirs = [r for r in runs if r[1] == after.isoformat()]
     if not theirs or theirs[-1][2] != "succeeded":

@@ -26,7 +26,7 @@ from tests.support.chaos.observe import Snap
 from tests.support.chaos.plan import TERMINAL, Fault
 from tests.support.chaos.rig import Rig
 
-HBASE_REASON = "NoSuchColumnFamilyException"
+HBASE_REASON = "NoSuchColumnFamily"
 
 
 def fail_bound(rig: Rig) -> float:
@@ -90,10 +90,11 @@ def fire(rig: Rig, f: Fault, snap: Snap) -> None:
         if state in TERMINAL:
             rig.log(f"run ended {state} {took:.1f}s after the store began rejecting")
         else:
-            rig.result.problem(
+            rig.result.failure(
+                "store_error_not_failing_run",
                 f"store_rejects: run still {state} {took:.0f}s after every write to {table} "
                 f"got {HBASE_REASON} (bound {bound:.0f}s): the answered store error did "
-                "not fail the run"
+                "not fail the run",
             )
         _check_claims(rig, snap.run_id)
     finally:
@@ -117,9 +118,10 @@ def _check_claims(rig: Rig, run_id: int | None) -> None:
     loops = {c: n for c, n in claims.items() if n > m}
     if loops:
         worst = max(loops.values())
-        rig.result.problem(
+        rig.result.failure(
+            "claim_release_loop",
             f"store_rejects: {len(loops)} chunks claimed more than max_attempts={m} times "
-            f"(up to {worst}): a claim/release loop"
+            f"(up to {worst}): a claim/release loop",
         )
 
 

@@ -44,6 +44,7 @@ def build_report(seed: int, results: list[TrialResult], wall: float, logs: Path)
         "chunks_done_twice": sum(r.chunks_done_twice for r in results),
         "stale_rows": sum(r.stale_rows for r in results),
         "stale_cells": sum(r.stale_cells for r in results),
+        "scenario_failures": dict(sum((r.defects for r in results), Counter()).most_common()),
         "recovery_s_p50": round(statistics.median(recoveries), 3) if recoveries else None,
         "recovery_s_max": round(max(recoveries), 3) if recoveries else None,
         "recovery_samples": len(recoveries),

@@ -28,6 +28,8 @@ class TrialResult:
     """Summary rows of the day stored but not in the oracle (after a rerun)."""
     stale_cells: int = 0
     """Summary cells stored but not in the oracle (stale rows' cells included)."""
+    defects: Counter[str] = field(default_factory=Counter)
+    """Scenario checks that failed, by what they catch (``failure``)."""
     scenario_done: bool = False
     """The scenario's own step happened (e.g. rerun_changed_raw changed the raw rows)."""
     recoveries: list[float] = field(default_factory=list)
@@ -40,6 +42,11 @@ class TrialResult:
     def problem(self, text_: str) -> None:
         self.ok = False
         self.problems.append(text_)
+
+    def failure(self, tag: str, text_: str) -> None:
+        """A problem a scenario exists to catch, counted under ``tag`` in the report."""
+        self.defects[tag] += 1
+        self.problem(text_)
 
     def faults_by_kind(self) -> Counter[str]:
         counts: Counter[str] = Counter()
@@ -76,6 +83,7 @@ class TrialResult:
             "rows_double_counted": self.rows_double_counted,
             "stale_rows": self.stale_rows,
             "stale_cells": self.stale_cells,
+            **({"defects": dict(self.defects)} if self.defects else {}),
             "recovery_s": [round(r, 3) for r in self.recoveries],
             "seconds": round(self.seconds, 1),
             **({"problems": self.problems} if self.problems else {}),

@@ -82,9 +82,10 @@ def check_no_stale_cells(rig: Rig) -> None:
     )
     if d.stale_rows or d.stale_cells:
         show = ", ".join(f"{k.decode(errors='replace')} {c.decode()}" for k, c in d.stale_cells[:4])
-        r.problem(
+        r.failure(
+            "stale_summary_after_rerun",
             f"stale summary after --rerun: {len(d.stale_rows)} rows and {len(d.stale_cells)} "
-            f"cells stored that the new raw rows do not produce (e.g. {show})"
+            f"cells stored that the new raw rows do not produce (e.g. {show})",
         )
     if d.wrong_cells:
         show = ", ".join(f"{k.decode(errors='replace')} {c.decode()}" for k, c in d.wrong_cells[:4])
