@@ -30,7 +30,8 @@ def expectations(rig: Rig, runs: list[Any]) -> Expected:
     p, r = rig.plan, rig.result
     day_runs = [row for row in runs if row[5] == p.day] or runs
     out = Expected(last=day_runs[-1])
-    if p.scenario in ("poison", "store_rejects"):
+    rejected = any(f.fired for f in p.faults if f.kind == "store_rejects")
+    if p.scenario == "poison" or (p.scenario == "store_rejects" and rejected):
         first = runs[0]
         reason = str(first[2] or "")
         if p.scenario == "poison":
