@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
@@ -78,14 +79,30 @@ def with_runtime(**setting_flags: str) -> Callable[[F], F]:
     return decorate
 
 
+TODAY_ENV = "NIGHTFOLD_TODAY"
+
+
+def current_day(env: Mapping[str, str] | None = None) -> dt.date:
+    """The date ``today`` and ``yesterday`` are relative to: the machine's, unless
+    ``NIGHTFOLD_TODAY=YYYY-MM-DD`` states it -- to try a cron line's relative
+    ``--day yesterday`` as a given night would run it (a drill, a test), without
+    touching the clock."""
+    stated = (os.environ if env is None else env).get(TODAY_ENV, "").strip()
+    if not stated:
+        return dt.date.today()
+    try:
+        return dt.date.fromisoformat(stated)
+    except ValueError:
+        raise ConfigError(f"invalid {TODAY_ENV}={stated!r}: use YYYY-MM-DD") from None
+
+
 def parse_day(value: str, *, today: dt.date | None = None) -> dt.date:
-    """``YYYY-MM-DD``, ``YYYYMMDD``, ``today`` or ``yesterday``."""
-    today = today or dt.date.today()
+    """``YYYY-MM-DD``, ``YYYYMMDD``, ``today`` or ``yesterday`` (relative to
+    :func:`current_day` unless ``today`` is given)."""
     text = value.strip().lower()
-    if text == "yesterday":
-        return today - dt.timedelta(days=1)
-    if text == "today":
-        return today
+    if text in ("today", "yesterday"):
+        base = today or current_day()
+        return base - dt.timedelta(days=1) if text == "yesterday" else base
     for fmt in ("%Y-%m-%d", "%Y%m%d"):
         try:
             return dt.datetime.strptime(text, fmt).date()

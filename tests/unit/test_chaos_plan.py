@@ -1,15 +1,25 @@
 """The fault-injection harness's planner (tests/support/chaos/plan.py): a trial's plan
 is a pure function of (session seed, index, lead kind), every kind leads once per
-round of the deck, and a session narrowed with --kinds draws nothing else."""
+round of the deck, a session narrowed with --kinds draws nothing else, and the
+scenarios that would have caught a defect are shaped as they need (no extra that burns
+attempts in store_rejects, a free next night for the nightly ones)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict
 
 import pytest
 
 from tests.support.chaos import KINDS, lead_deck, plan_trial
-from tests.support.chaos.plan import PHASES, SCENARIOS
+from tests.support.chaos.plan import (
+    BASE_DAY,
+    NIGHTLY,
+    NIGHTLY_COMPATIBLE,
+    PHASES,
+    SCENARIOS,
+    STORE_REJECTS_COMPATIBLE,
+)
 
 
 def test_a_trial_plan_is_a_pure_function_of_seed_index_and_lead() -> None:
@@ -50,3 +60,44 @@ def test_a_scenario_lead_sets_the_scenario() -> None:
         plan = plan_trial(1, 0, lead, rows=(2000, 6000))
         assert plan.scenario == lead
         assert plan.job == ("poison_daily" if lead == "poison" else "merchant_daily")
+
+
+def test_a_short_session_leads_with_every_new_kind() -> None:
+    # Given the short session's deck (tests/faults: 20 trials, then make-ups)
+    deck = lead_deck(5, len(KINDS))
+    # Then one round deals each kind that would have caught a defect once
+    for kind in ("rerun_changed_raw", "store_rejects", *NIGHTLY):
+        assert deck.count(kind) == 1
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_store_rejects_trial_draws_nothing_that_burns_attempts(seed: int) -> None:
+    plan = plan_trial(seed, 4, "store_rejects", rows=(2000, 6000))
+    assert plan.scenario == "store_rejects" and plan.max_attempts in (2, 3)
+    (lead,) = [f for f in plan.faults if f.kind == "store_rejects"]
+    assert lead.variant in ("summary", "partials")
+    assert {f.kind for f in plan.faults} - {"store_rejects"} <= STORE_REJECTS_COMPATIBLE
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_rerun_changed_raw_trial_is_shaped_not_timed(seed: int) -> None:
+    plan = plan_trial(seed, 2, "rerun_changed_raw", rows=(2000, 6000))
+    # the rerun is the trial's last step, not a moment of the run
+    assert "rerun_changed_raw" not in {f.kind for f in plan.faults}
+    assert plan.rerun_kill in ("", "master", "worker")
+    assert plan.day == BASE_DAY + dt.timedelta(days=2)
+
+
+@pytest.mark.parametrize("lead", NIGHTLY)
+def test_a_nightly_trials_next_night_is_no_other_trials_day(lead: str) -> None:
+    # Given nightly trials 0..49 and normal trials 0..49
+    nightly = [plan_trial(3, i, lead, rows=(2000, 6000)) for i in range(50)]
+    days = {plan_trial(3, i, "worker_kill", rows=(2000, 6000)).day for i in range(50)}
+    days |= {p.day for p in nightly}
+    for plan in nightly:
+        # Then the next night's "yesterday" (day + 1) is no trial's day, and the
+        # stranded day is within the default resume lookback (7 days)
+        yesterday = plan.next_night - dt.timedelta(days=1)
+        assert yesterday == plan.day + dt.timedelta(days=1)
+        assert yesterday not in days
+        assert {f.kind for f in plan.faults} - {lead} <= NIGHTLY_COMPATIBLE

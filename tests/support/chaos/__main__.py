@@ -1,5 +1,6 @@
 """``python -m tests.support.chaos``: a session from the command line (``make chaos``);
-exit 0 when every trial ended as expected with no row lost or counted twice."""
+exit 0 when every trial ended as expected with no row lost or counted twice and no
+stale summary cell left by a rerun."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_session(cfg)
     data = report.data
     good = report.ok and data["rows_lost"] == 0 and data["rows_double_counted"] == 0
+    good = good and data["stale_cells"] == 0 and data["stale_rows"] == 0
     return 0 if good else 1
 
 

@@ -14,11 +14,12 @@ from sqlalchemy import select
 
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.models import RunEvent
-from tests.support.chaos import messages
+from tests.support.chaos import messages, nightly, rejects
 from tests.support.chaos.observe import Snap
 from tests.support.chaos.plan import (
     MASTER_KILLS,
     MESSAGES,
+    NIGHTLY,
     RESTARTS,
     SERVICE_OF,
     TERMINAL,
@@ -45,6 +46,10 @@ def fire(rig: Rig, f: Fault, snap: Snap) -> None:
         _cancel(rig, f, snap)
     elif f.kind == "outage_past_deadline":
         _outage(rig, f)
+    elif f.kind == "store_rejects":
+        rejects.fire(rig, f, snap)
+    elif f.kind in NIGHTLY:
+        nightly.fire(rig, f, snap)
     else:
         raise ValueError(f.kind)
 

@@ -1,6 +1,7 @@
-"""What a trial injects and when: the fault kinds, a trial's plan (its day, sizes and
-faults with their moments) and the deck of lead kinds. Pure functions of the session
-seed, the trial's index and its lead kind, so a trial's plan can be replayed."""
+"""What a trial injects and when: a trial's plan (its day, sizes and faults with their
+moments) and the deck of lead kinds (the kinds themselves: ``kinds``, re-exported).
+Pure functions of the session seed, the trial's index and its lead kind, so a trial's
+plan can be replayed."""
 
 from __future__ import annotations
 
@@ -8,54 +9,32 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
-# --------------------------------------------------------------------------- fault kinds
-
-MASTER_KILLS = (
-    "master_kill_planning",
-    "master_kill_publish",
-    "master_kill_map",
-    "master_kill_stage_switch",
-    "master_kill_finishing",
+from tests.support.chaos.kinds import (  # noqa: F401  (re-exported)
+    CANCEL_COMPATIBLE,
+    COMPATIBLE,
+    DEADLINE_COMPATIBLE,
+    EXTRA_WEIGHTS,
+    KINDS,
+    MASTER_KILLS,
+    MESSAGES,
+    NIGHTLY,
+    NIGHTLY_COMPATIBLE,
+    POISON_COMPATIBLE,
+    RESTARTS,
+    SCENARIOS,
+    SERVICE_OF,
+    STORE_REJECTS_COMPATIBLE,
+    WORKER_FAULTS,
 )
-WORKER_FAULTS = ("worker_kill", "worker_term")
-RESTARTS = ("restart_mariadb", "restart_rabbitmq", "restart_hbase_thrift")
-MESSAGES = ("msg_duplicate", "msg_stale", "msg_reordered", "msg_garbage")
-SCENARIOS = ("poison", "cancel", "outage_past_deadline")
-KINDS = (*MASTER_KILLS, *WORKER_FAULTS, *RESTARTS, *MESSAGES, *SCENARIOS, "two_masters")
-"""Every kind a session must inject (each one at least once in the short version)."""
-
-SERVICE_OF = {
-    "restart_mariadb": "mariadb",
-    "restart_rabbitmq": "rabbitmq",
-    "restart_hbase_thrift": "hbase-thrift",
-}
-# How often a kind is added to a trial as an extra (restarts cost seconds each).
-EXTRA_WEIGHTS = {
-    **dict.fromkeys(MASTER_KILLS, 3.0),
-    "worker_kill": 4.0,
-    "worker_term": 3.0,
-    "restart_mariadb": 1.5,
-    "restart_rabbitmq": 0.6,
-    "restart_hbase_thrift": 1.0,
-    **dict.fromkeys(MESSAGES, 2.0),
-    "two_masters": 2.0,
-}
-# A poison trial must fail for the poison row alone: no fault that burns attempts.
-POISON_COMPATIBLE = {
-    "master_kill_planning",
-    "master_kill_publish",
-    "master_kill_map",
-    *MESSAGES,
-    "two_masters",
-}
-CANCEL_COMPATIBLE = {"master_kill_planning", "master_kill_publish", *MESSAGES, "two_masters"}
-DEADLINE_COMPATIBLE = {"master_kill_planning", *MESSAGES, "worker_kill"}
 
 # The run's phases, in order, as the database shows them.
 PHASES = ("start", "planning", "map", "switch", "reduce", "finishing", "terminal")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 BASE_DAY = dt.date(2031, 1, 1)
+NIGHTLY_BASE_DAY = dt.date(2041, 1, 1)
+"""Days of the nightly scenarios are ``NIGHTLY_BASE_DAY + 2 * index``: the day after
+one (the next night's ``yesterday``) is never another trial's day."""
 
 
 @dataclass
@@ -98,9 +77,16 @@ class TrialPlan:
     lease_seconds: int
     max_attempts: int
     scenario: str
-    """normal | poison | cancel | outage_past_deadline"""
+    """normal, or the scenario kind that leads the trial (SCENARIOS)"""
     faults: list[Fault]
     deadline_seconds: int = 4
+    rerun_kill: str = ""
+    """rerun_changed_raw: kill the "master" or a "worker" during the rerun's reduce."""
+
+    @property
+    def next_night(self) -> dt.date:
+        """The ``today`` of the night after ``day`` + 1: its ``yesterday`` is day + 1."""
+        return self.day + dt.timedelta(days=2)
 
     @property
     def job(self) -> str:
@@ -119,7 +105,9 @@ class TrialPlan:
             f"rows={self.rows} salt={self.salt_buckets} chunk_rows={self.chunk_rows} "
             f"reduce={self.reduce_buckets} in_flight={self.max_in_flight} "
             f"lease={self.lease_seconds}s attempts={self.max_attempts} "
-            f"scenario={self.scenario}: {faults}"
+            f"scenario={self.scenario}"
+            + (f" rerun_kill={self.rerun_kill}" if self.rerun_kill else "")
+            + f": {faults}"
         )
 
 
@@ -137,11 +125,7 @@ def lead_deck(session_seed: int, count: int, kinds: tuple[str, ...] = KINDS) -> 
 def _compatible(kind: str, chosen: list[str], scenario: str) -> bool:
     if kind in chosen or kind in SCENARIOS:
         return False
-    if scenario == "poison" and kind not in POISON_COMPATIBLE:
-        return False
-    if scenario == "cancel" and kind not in CANCEL_COMPATIBLE:
-        return False
-    if scenario == "outage_past_deadline" and kind not in DEADLINE_COMPATIBLE:
+    if scenario in COMPATIBLE and kind not in COMPATIBLE[scenario]:
         return False
     # one service restart per trial
     return not (kind in RESTARTS and any(k in RESTARTS for k in chosen))
@@ -191,6 +175,16 @@ def _fault(kind: str, rng: random.Random) -> Fault:
         return Fault(kind, ("switch", "reduce"), variant="mid-reduce")
     if kind == "outage_past_deadline":
         return Fault(kind, ("map", "map"), frac=frac, variant="mariadb")
+    if kind == "store_rejects":  # the table the stage writes is disabled under it
+        if rng.random() < 0.7:
+            return Fault(kind, ("switch", "reduce"), variant="summary")
+        return Fault(kind, ("map", "map"), frac=frac, variant="partials")
+    if kind == "master_never_restarted":
+        return Fault(kind, ("map", "map"), frac=frac)
+    if kind == "reboot_loses_wrapper":
+        if rng.random() < 0.6:
+            return Fault(kind, ("map", "map"), frac=frac, variant="mid-map")
+        return Fault(kind, ("switch", "reduce"), variant="mid-reduce")
     raise ValueError(f"unknown fault kind {kind!r}")
 
 
@@ -215,24 +209,32 @@ def plan_trial(
         if not options:
             break
         chosen.append(rng.choices(options, weights=[EXTRA_WEIGHTS[k] for k in options])[0])
-    faults = [_fault(k, rng) for k in chosen if k != "poison"]
+    # poison and rerun_changed_raw are no moment of the run: they shape the trial
+    faults = [_fault(k, rng) for k in chosen if k not in ("poison", "rerun_changed_raw")]
     faults.sort(key=lambda f: (PHASES.index(f.window[0]), f.frac))
     n_rows = rng.randint(*rows)
     salt = rng.choice((4, 8, 16))
     map_chunks = rng.randint(12, 28)
+    rerun_kill = ""
+    if scenario == "rerun_changed_raw":
+        rerun_kill = rng.choice(("", "", "master", "worker"))
+    nightly = scenario in NIGHTLY
     return TrialPlan(
         index=index,
         session_seed=session_seed,
         lead=lead,
         seed=rng.randrange(1, 2**31),
-        day=BASE_DAY + dt.timedelta(days=index),
+        day=(NIGHTLY_BASE_DAY + dt.timedelta(days=2 * index))
+        if nightly
+        else BASE_DAY + dt.timedelta(days=index),
         rows=n_rows,
         salt_buckets=salt,
         chunk_rows=max(20, n_rows // map_chunks),
         reduce_buckets=rng.randint(2, 6),
         max_in_flight=rng.choice((2, 4, 8, 16)),
         lease_seconds=rng.choice((2, 3)),
-        max_attempts=rng.choice((2, 3)) if scenario == "poison" else 8,
+        max_attempts=rng.choice((2, 3)) if scenario in ("poison", "store_rejects") else 8,
         scenario=scenario,
         faults=faults,
+        rerun_kill=rerun_kill,
     )

@@ -67,6 +67,8 @@ class Rig:
         """Restarted masters, with why: after_kill or after_outage."""
         self.cancelled = False
         self.outage_over = False
+        self.dead_owner: str | None = None
+        """The owner of the run when its master was killed for good (nightly scenarios)."""
         self.verifying: subprocess.Popen[str] | None = None
 
     # -- plumbing ------------------------------------------------------------------

@@ -120,7 +120,8 @@ def run_session(cfg: SessionConfig, say: Callable[[str], None] = print) -> Sessi
     say(
         f"chaos: {data['trials']} trials in {wall:.0f}s, {data['runs_as_expected']}/"
         f"{data['runs_total']} runs as expected, rows lost {data['rows_lost']}, counted twice "
-        f"{data['rows_double_counted']}, recovery p50 {data['recovery_s_p50']}s max "
+        f"{data['rows_double_counted']}, stale cells {data['stale_cells']} (rows "
+        f"{data['stale_rows']}), recovery p50 {data['recovery_s_p50']}s max "
         f"{data['recovery_s_max']}s; report {cfg.report}"
     )
     return SessionReport(data, results)

@@ -20,9 +20,9 @@ from nightfold.common.db.migrate import upgrade
 from nightfold.common.keys import raw_key
 from nightfold.common.seeding import seed_day
 from nightfold.common.store import open_store
-from tests.support.chaos import checks, faults
+from tests.support.chaos import checks, faults, nightly, rejects, rerun
 from tests.support.chaos.observe import Snap
-from tests.support.chaos.plan import MASTER_KILLS, PHASES, WORKER_FAULTS, Fault
+from tests.support.chaos.plan import MASTER_KILLS, NIGHTLY, PHASES, WORKER_FAULTS, Fault
 from tests.support.chaos.result import TrialResult
 from tests.support.chaos.rig import Rig, TrialTimeout
 from tests.support.services import unique_name
@@ -129,6 +129,12 @@ class Trial(Rig):
             time.sleep(self.POLL if narrow else 0.02 if pending else 0.05)
         if p.scenario == "poison":
             faults.poison_rerun(self)
+        elif p.scenario == "store_rejects":
+            rejects.follow_up(self)
+        elif p.scenario == "rerun_changed_raw":
+            rerun.follow_up(self)
+        elif p.scenario in NIGHTLY:
+            nightly.follow_up(self)
 
     # -- when a fault fires ----------------------------------------------------------
     def _missed(self, f: Fault, snap: Snap) -> bool:
