@@ -46,7 +46,7 @@ def _claim(engine: Engine, me: str) -> Claim:
     with engine.begin() as conn:
         found = chunk_repo.claimable(conn, 1)
         assert found, "nothing claimable"
-        claim = chunk_repo.claim(conn, found[0][0], me)
+        claim = chunk_repo.claim(conn, found[0].chunk_id, me)
     assert claim is not None
     return claim
 
@@ -151,10 +151,8 @@ def test_last_attempt_of_a_dead_owner_makes_the_chunk_dead(engine: Engine) -> No
     assert _state(engine, claim.chunk_id)[0] == ChunkState.DEAD.value
     assert _events(engine, claim.chunk_id)[-1] == ("dead", 1)
     with engine.connect() as conn:
-        assert chunk_repo.first_dead(conn, run.id) == (
-            "map",
-            claim.idx,
-            "worker not seen (attempt 1)",
+        assert chunk_repo.first_dead(conn, run.id) == chunk_repo.DeadChunk(
+            "map", claim.idx, "worker not seen (attempt 1)"
         )
 
 
