@@ -271,7 +271,7 @@ class LocalStore:
         """Delete whole rows or columns of rows, one transaction per ``batch_size`` rows.
 
         Like HBase, a column must be ``b"family:qualifier"`` of one of the table's
-        families (else :class:`ServiceUnavailable`, and that batch is not applied).
+        families (else :class:`StoreRejected`, and that batch is not applied).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -294,7 +294,7 @@ class LocalStore:
             for _, _, col in cells:
                 family, sep, _ = col.partition(b":")
                 if not sep or family not in families:
-                    raise self._unavailable(
+                    raise self._rejected(
                         f"column {col!r}: no such column family in table {table!r}"
                     )
             db.executemany("DELETE FROM nf_cells WHERE tid = ? AND row = ?", rows)
