@@ -27,9 +27,10 @@ from tests.support.chaos.plan import TERMINAL, Fault
 from tests.support.chaos.rig import Rig
 
 HBASE_REASON = "NoSuchColumnFamily"
-HBASE_REASONS = (HBASE_REASON, "TableNotEnabled")
-"""What HBase answers: the missing family, or (a write that falls in the instant
-the table is being replaced) the disabled table -- both deterministic refusals."""
+HBASE_REASONS = (HBASE_REASON, "TableNotEnabled", "TableNotFound")
+"""What HBase answers: the missing family, or (a write that falls in the instants
+while the table is being replaced: disabled, dropped, not created yet) the disabled
+or missing table -- all deterministic refusals of the injected fault."""
 
 
 def fail_bound(rig: Rig) -> float:
