@@ -14,7 +14,7 @@ counts, so a chunk that cannot be written dies instead of looping).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from nightfold.common.keys import KeyRange
 
@@ -74,3 +74,21 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+
+
+T = TypeVar("T")
+
+
+def in_batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` as lists of at most ``size``, in order: what every backend's bulk
+    write sends per call or per transaction (``itertools.batched`` from 3.12 on)."""
+    if size < 1:
+        raise ValueError("batch_size must be >= 1")
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

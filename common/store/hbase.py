@@ -44,7 +44,7 @@ from thriftpy2.transport import TTransportException
 
 from nightfold.common.errors import ServiceUnavailable, StoreRejected
 from nightfold.common.keys import KeyRange
-from nightfold.common.store.base import CellDelete, Columns, Row
+from nightfold.common.store.base import CellDelete, Columns, Row, in_batches
 
 log = logging.getLogger(__name__)
 
@@ -470,18 +470,7 @@ class HBaseStore:
         ``deleteColumns``). Batches are resent whole after a reconnect (deleting is
         idempotent). Errors map as for :meth:`put_many`.
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        sent = 0
-        pending: list[CellDelete] = []
-        for delete in deletes:
-            pending.append(delete)
-            if len(pending) >= batch_size:
-                sent += self._send_deletes(table, pending)
-                pending = []
-        if pending:
-            sent += self._send_deletes(table, pending)
-        return sent
+        return sum(self._send_deletes(table, b) for b in in_batches(deletes, batch_size))
 
     def _send_deletes(self, table: str, deletes: list[CellDelete]) -> int:
         def send(conn: happybase.Connection) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from nightfold.common.errors import ServiceUnavailable, StoreRejected
 from nightfold.common.keys import KeyRange
-from nightfold.common.store.base import CellDelete, Row
+from nightfold.common.store.base import CellDelete, Row, in_batches
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -220,18 +220,7 @@ class LocalStore:
 
     def put_many(self, table: str, rows: Iterable[Row], *, batch_size: int = 1000) -> int:
         """Write rows, one transaction (one ``executemany``) per ``batch_size`` rows."""
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        written = 0
-        pending: list[Row] = []
-        for row in rows:
-            pending.append(row)
-            if len(pending) >= batch_size:
-                written += self._put_batch(table, pending)
-                pending = []
-        if pending:
-            written += self._put_batch(table, pending)
-        return written
+        return sum(self._put_batch(table, b) for b in in_batches(rows, batch_size))
 
     def _put_batch(self, table: str, rows: list[Row]) -> int:
         with self._write() as db:
@@ -273,18 +262,7 @@ class LocalStore:
         Like HBase, a column must be ``b"family:qualifier"`` of one of the table's
         families (else :class:`StoreRejected`, and that batch is not applied).
         """
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        sent = 0
-        pending: list[CellDelete] = []
-        for delete in deletes:
-            pending.append(delete)
-            if len(pending) >= batch_size:
-                sent += self._delete_batch(table, pending)
-                pending = []
-        if pending:
-            sent += self._delete_batch(table, pending)
-        return sent
+        return sum(self._delete_batch(table, b) for b in in_batches(deletes, batch_size))
 
     def _delete_batch(self, table: str, deletes: list[CellDelete]) -> int:
         with self._write() as db:
