@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from nightfold.common.db.runs import RunParams
 from nightfold.common.errors import ConfigError
+from nightfold.common.params import RunParams
 from nightfold.common.store import parse_store_url
 from nightfold.common.urls import mask_url, scheme_of
 

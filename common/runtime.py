@@ -15,10 +15,17 @@ from sqlalchemy import Engine, text
 from nightfold.common.config import Settings
 from nightfold.common.db.engine import db_errors, make_engine
 from nightfold.common.db.migrate import ensure_current
+from nightfold.common.db.poll import queued_chunks
 from nightfold.common.jobs import import_job_modules
 from nightfold.common.store import open_store
 from nightfold.common.store.base import Store
-from nightfold.common.transport import Consumer, Publisher, open_consumer, open_publisher
+from nightfold.common.transport import (
+    EMBEDDED_SCHEMES,
+    Consumer,
+    Publisher,
+    open_consumer,
+    open_publisher,
+)
 from nightfold.common.urls import scheme_of
 
 
@@ -51,9 +58,11 @@ class Runtime:
         return open_publisher(self.settings.broker_url)
 
     def consumer(self, prefetch: int) -> Consumer:
-        return open_consumer(
-            self.settings.broker_url, self.engine(), self.settings.database_url, prefetch
-        )
+        url = self.settings.broker_url
+        if scheme_of(url) not in EMBEDDED_SCHEMES:
+            return open_consumer(url, prefetch)
+        queued = queued_chunks(self.engine(), self.settings.database_url)
+        return open_consumer(url, prefetch, queued=queued)
 
     def close(self) -> None:
         if self._engine is not None:

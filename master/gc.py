@@ -11,10 +11,10 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from nightfold.common.db.events import add_event
-from nightfold.common.db.models import Run
+from nightfold.common.db import cleanup as cleanup_repo
+from nightfold.common.db.cleanup import Generation
 from nightfold.common.keys import PARTIALS_TABLE, partial_prefix, prefix_range
 from nightfold.common.states import TERMINAL_RUN_STATES, RunState
 from nightfold.common.store.base import Store
@@ -29,26 +29,27 @@ class Collected:
     rows_deleted: int
 
 
+def collectable(runs: list[Generation], *, everything: bool) -> list[Generation]:
+    """The finished generations whose partials may go: all of them with
+    ``everything``, else all but the latest succeeded one (its reduce can be
+    redone). Runs in progress are never collectable."""
+    succeeded = [r.generation for r in runs if r.state is RunState.SUCCEEDED]
+    keep = None if everything or not succeeded else max(succeeded)
+    return [r for r in runs if r.state in TERMINAL_RUN_STATES and r.generation != keep]
+
+
 def collect(
     engine: Engine, store: Store, job: str, day: dt.date, *, everything: bool, actor: str
 ) -> list[Collected]:
     """Delete the partials of ``job``'s finished runs of ``day``; returns what went."""
     with engine.connect() as conn:
-        runs = conn.execute(
-            select(Run.id, Run.generation, Run.state)
-            .where(Run.job == job, Run.day == day)
-            .order_by(Run.generation)
-        ).all()
-    succeeded = [g for _, g, s in runs if s == RunState.SUCCEEDED.value]
-    keep = None if everything or not succeeded else max(succeeded)
+        runs = cleanup_repo.generations(conn, job, day)
     done: list[Collected] = []
-    for run_id, generation, state in runs:
-        if state not in {s.value for s in TERMINAL_RUN_STATES} or generation == keep:
-            continue
-        key_range = prefix_range(partial_prefix(job, day, generation))
+    for run in collectable(runs, everything=everything):
+        key_range = prefix_range(partial_prefix(job, day, run.generation))
         deleted = store.delete_range(PARTIALS_TABLE, key_range)
         with engine.begin() as conn:
-            add_event(conn, run_id, "partials_collected", actor=actor, detail=f"rows={deleted}")
-        log.info("gc %s/%s#%d: %d partial rows deleted", job, day, generation, deleted)
-        done.append(Collected(run_id, generation, deleted))
+            cleanup_repo.record_partials_collected(conn, run.run_id, deleted, actor)
+        log.info("gc %s/%s#%d: %d partial rows deleted", job, day, run.generation, deleted)
+        done.append(Collected(run.run_id, run.generation, deleted))
     return done

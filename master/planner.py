@@ -14,13 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection
 
-from nightfold.common.db import chunks as chunk_repo
-from nightfold.common.db import runs as run_repo
+from nightfold.common.db import plans as plan_repo
 from nightfold.common.db.chunks import ChunkSpec
-from nightfold.common.db.clock import db_now
-from nightfold.common.db.models import Run
 from nightfold.common.db.runs import RunInfo
 from nightfold.common.jobs.base import Job
 from nightfold.common.keys import (
@@ -31,7 +28,7 @@ from nightfold.common.keys import (
     partial_prefix,
     prefix_range,
 )
-from nightfold.common.states import RunState, Stage
+from nightfold.common.states import Stage
 from nightfold.common.store.base import Store
 from nightfold.master.splitter import split
 
@@ -135,12 +132,8 @@ def compute_plan(
 def record_plan(conn: Connection, run: RunInfo, plan: Plan, actor: str) -> bool:
     """Record the plan and move the run to mapping, atomically; False if another
     master planned it first."""
-    if not run_repo.move(
-        conn, run.id, RunState.PLANNING, RunState.MAPPING, actor=actor, started_at=db_now()
-    ):
+    if not plan_repo.record_plan(conn, run.id, plan.specs, actor):
         return False
-    chunk_repo.insert_plan(conn, run.id, plan.specs)
-    conn.execute(update(Run).where(Run.id == run.id).values(chunks_total=len(plan.specs)))
     log.info(
         "run %s planned: %d map chunks, %d reduce items, ~%d rows",
         run.label,

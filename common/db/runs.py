@@ -6,9 +6,7 @@ actor, committed together with its run_events row.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,53 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from nightfold.common.db.clock import db_now, db_now_plus, seconds_between
 from nightfold.common.db.events import add_event
 from nightfold.common.db.models import Chunk, Run
-from nightfold.common.errors import ConfigError, RunConflict
+from nightfold.common.errors import RunConflict
+from nightfold.common.params import MAX_CELL_BYTES_LIMIT as MAX_CELL_BYTES_LIMIT  # re-exported
+from nightfold.common.params import RunParams as RunParams  # re-exported: it lived here
 from nightfold.common.states import TERMINAL_RUN_STATES, ChunkState, RunState
-
-MAX_CELL_BYTES_LIMIT = 8 << 20
-"""The largest ``max_cell_bytes`` allowed: room below HBase's 10 MB default for
-the row key, the qualifier and HBase's own per-cell overhead."""
-
-
-@dataclass(frozen=True)
-class RunParams:
-    """The knobs a run was planned with, frozen on the run row so that a
-    restarted master or any worker sees exactly the same ones."""
-
-    chunk_rows: int = 50_000
-    reduce_buckets: int = 8
-    max_in_flight: int = 64
-    max_attempts: int = 3
-    lease_seconds: float = 60.0
-    salt_buckets: int = 16
-    republish_seconds: float = 30.0
-    scan_batch: int = 1000
-    max_cell_bytes: int = 1 << 20
-    """Largest cell a chunk writes: a bigger partial is split into pieces of at
-    most this size, a bigger summary cell fails the chunk (a job bug). Well under
-    HBase's ``hbase.client.keyvalue.maxsize`` (10 MB by default)."""
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not value > 0:
-                raise ConfigError(f"{f.name} must be positive, got {value!r}")
-        if self.salt_buckets > 100:
-            raise ConfigError(f"salt_buckets must be at most 100, got {self.salt_buckets}")
-        if self.max_cell_bytes > MAX_CELL_BYTES_LIMIT:
-            raise ConfigError(
-                f"max_cell_bytes must be at most {MAX_CELL_BYTES_LIMIT} (HBase refuses cells"
-                f" above 10 MB by default), got {self.max_cell_bytes}"
-            )
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> RunParams:
-        data = json.loads(text)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,26 @@
-"""Pick the transport from the broker URL: ``amqp://`` (RabbitMQ) or ``db://`` (embedded)."""
+"""Pick the transport from the broker URL: ``amqp://`` (RabbitMQ) or ``db://`` (embedded).
+
+The seam does not depend on the database layer: the ``db://`` consumer is handed
+the poll it runs (``queued``, e.g. ``common/db/poll.py``'s ``queued_chunks``) by
+the caller that owns the database.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
-
 from nightfold.common.errors import ConfigError
-from nightfold.common.transport.base import Consumer, Delivery, Publisher
+from nightfold.common.transport.base import Consumer, Delivery, Publisher, QueuedPoll
 from nightfold.common.transport.messages import Hint
 from nightfold.common.urls import mask_url, scheme_of
 
-__all__ = ["Consumer", "Delivery", "Hint", "Publisher", "open_consumer", "open_publisher"]
+__all__ = [
+    "Consumer",
+    "Delivery",
+    "Hint",
+    "Publisher",
+    "QueuedPoll",
+    "open_consumer",
+    "open_publisher",
+]
 
 EMBEDDED_SCHEMES = ("db", "dbpoll")
 
@@ -33,11 +44,15 @@ def open_publisher(url: str) -> Publisher:
     return RabbitPublisher(url)
 
 
-def open_consumer(url: str, engine: Engine, database_url: str, prefetch: int) -> Consumer:
+def open_consumer(url: str, prefetch: int, *, queued: QueuedPoll | None = None) -> Consumer:
+    """The consumer for the broker ``url``; ``db://`` needs ``queued``, the poll of
+    queued chunks it hands out (RabbitMQ ignores it)."""
     if _check(url) in EMBEDDED_SCHEMES:
         from nightfold.common.transport.dbpoll import DbPollConsumer
 
-        return DbPollConsumer(engine, database_url)
+        if queued is None:
+            raise ConfigError(f"broker URL {mask_url(url)!r} needs the database to poll")
+        return DbPollConsumer(queued)
     from nightfold.common.transport.rabbitmq import RabbitConsumer
 
     return RabbitConsumer(url, prefetch)

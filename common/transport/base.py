@@ -8,7 +8,7 @@ chunks in the database with the same claim query.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +24,26 @@ class Delivery:
     body: bytes = b""
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Queued(Protocol):
+    """A queued chunk of a live run, as the embedded transport's poll finds it
+    (``common/db/chunks.py``'s ``Claimable`` is one)."""
+
+    @property
+    def chunk_id(self) -> int: ...
+    @property
+    def run_id(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def idx(self) -> int: ...
+
+
+QueuedPoll = Callable[[int, Sequence[int]], Sequence[Queued]]
+"""``queued(limit, exclude)``: up to ``limit`` queued chunks, oldest first, none of
+the chunk ids in ``exclude``; raises ServiceUnavailable when the database is down.
+What the ``db://`` consumer polls, supplied by whoever owns the database."""
 
 
 class Publisher(Protocol):

@@ -3,6 +3,8 @@
 The master's "publish" is a no-op (the queued row is the hint). Workers look
 for queued chunks of live runs and try the same conditional claim as with
 RabbitMQ, so the database stays the one truth. Polls back off while idle.
+The poll itself (a query, with the database's errors mapped) is the caller's
+``queued`` function, so this module does not depend on the database layer.
 """
 
 from __future__ import annotations
@@ -12,11 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import Engine
-
-from nightfold.common.db import chunks as chunk_repo
-from nightfold.common.db.engine import db_errors
-from nightfold.common.transport.base import Delivery
+from nightfold.common.transport.base import Delivery, QueuedPoll
 from nightfold.common.transport.messages import Hint
 
 
@@ -34,9 +32,8 @@ class DbPollPublisher:
 class DbPollConsumer:
     """Hands out queued chunks found in the database, never one already in hand."""
 
-    def __init__(self, engine: Engine, url: str, *, max_backoff: float = 1.0) -> None:
-        self.engine = engine
-        self.url = url
+    def __init__(self, queued: QueuedPoll, *, max_backoff: float = 1.0) -> None:
+        self.queued = queued
         self.max_backoff = max_backoff
         self._backoff = 0.02
         self._in_hand: set[int] = set()
@@ -52,8 +49,7 @@ class DbPollConsumer:
         while True:
             with self._lock:
                 exclude = list(self._in_hand)
-            with db_errors(self.url), self.engine.connect() as conn:
-                found = chunk_repo.claimable(conn, 8, exclude)
+            found = self.queued(8, exclude)
             if found:
                 self._backoff = 0.02
                 # spread concurrent pollers over the candidates to avoid lost races

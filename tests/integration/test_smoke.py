@@ -62,7 +62,7 @@ def test_database_seam_runs_one_chunk_through_its_states(tmp_path: Path) -> None
             engine.dispose()
 
 
-def test_transport_seam_delivers_a_confirmed_hint_once(broker_url: str, tmp_path: Path) -> None:
+def test_transport_seam_delivers_a_confirmed_hint_once(broker_url: str) -> None:
     hint = Hint(run_id=7, chunk_id=42, stage="map", idx=3)
     publisher = open_publisher(broker_url)
     assert isinstance(publisher, RabbitPublisher)
@@ -71,9 +71,7 @@ def test_transport_seam_delivers_a_confirmed_hint_once(broker_url: str, tmp_path
         assert publisher.backlog() == 1
     finally:
         publisher.close()
-    # The engine is the embedded transport's; RabbitMQ's consumer does not touch it.
-    engine = make_engine(f"sqlite:///{tmp_path / 'unused.db'}")
-    consumer = open_consumer(broker_url, engine, str(engine.url), prefetch=1)
+    consumer = open_consumer(broker_url, prefetch=1)  # no database poll: RabbitMQ delivers
     assert isinstance(consumer, RabbitConsumer)
     try:
         delivery = None
@@ -87,7 +85,6 @@ def test_transport_seam_delivers_a_confirmed_hint_once(broker_url: str, tmp_path
         assert consumer.next_delivery(0.5) is None
     finally:
         consumer.close()
-        engine.dispose()
     publisher = open_publisher(broker_url)
     try:
         assert publisher.backlog() == 0

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import astuple, dataclass
 
-from nightfold.common.jobs import Job, MapOutput
+from nightfold import Job, MapOutput
 
 TS = b"o:ts"
 AMOUNT = b"o:amount_cents"

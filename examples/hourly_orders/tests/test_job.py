@@ -19,7 +19,7 @@ from hourly_orders.job import HourlyOrders, HourTotals
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nightfold.common.jobs import MapOutput
+from nightfold import MapOutput
 from nightfold.common.keys import day_token, prefix_range
 from nightfold.common.store import open_store
 
