@@ -18,6 +18,7 @@ them (``raise ... from exc``), so code above the seams never sees them.
     ├── RunConflict                 exit 5   another master owns the run
     ├── RunFailed                   exit 6   the run ended failed or cancelled
     ├── ChunkLost                   exit 1   fencing: our claim was taken over
+    ├── IllegalTransition           exit 1   a state move not in common/states.py: a bug
     ├── MalformedMessage            exit 1   a hint that cannot be parsed
     └── VerifyMismatch              exit 7   stored summaries differ from the oracle
 """
@@ -124,6 +125,20 @@ class RunFailed(NightfoldError):
 
 class ChunkLost(NightfoldError):
     """Our claim on a chunk is gone (lease expired and taken over, or run reset)."""
+
+
+class IllegalTransition(NightfoldError):
+    """A repository function was asked for a run or chunk state move that the
+    tables of ``common/states.py`` do not list.
+
+    A programming error, not a race: a lost race leaves the row in another state
+    and the conditional UPDATE matches nothing, while this is refused before any
+    UPDATE is issued, whatever the row holds. Exit 1 like any other bug.
+    """
+
+    def __init__(self, kind: str, src: str, dst: str) -> None:
+        self.kind, self.src, self.dst = kind, src, dst
+        super().__init__(f"illegal {kind} transition {src} -> {dst} (not in common/states.py)")
 
 
 class MalformedMessage(NightfoldError):

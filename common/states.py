@@ -1,13 +1,19 @@
 """Run and chunk states, and the transitions between them.
 
-The tables here are the single statement of the state machines of DESIGN.md;
-repository functions only ever make transitions listed here, each as one
-conditional UPDATE, and the unit tests walk every edge.
+The tables here are the single statement of the state machines of DESIGN.md
+(and of the tables in docs/architecture.md, which a unit test holds them to).
+They are law, not documentation: every repository function that changes a
+state goes through ``runs.move`` or ``chunks.move``, which call
+:func:`check_run_move` / :func:`check_chunk_move` before issuing their one
+conditional UPDATE, so a move not listed here raises
+:class:`~nightfold.common.errors.IllegalTransition` instead of reaching a row.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from nightfold.common.errors import IllegalTransition
 
 
 class RunState(StrEnum):
@@ -63,6 +69,18 @@ def can_run_move(src: RunState, dst: RunState) -> bool:
 def can_chunk_move(src: ChunkState, dst: ChunkState) -> bool:
     """Whether a chunk may go from ``src`` to ``dst``."""
     return dst in CHUNK_TRANSITIONS[src]
+
+
+def check_run_move(src: RunState, dst: RunState) -> None:
+    """Raise IllegalTransition unless a run may go from ``src`` to ``dst``."""
+    if not can_run_move(src, dst):
+        raise IllegalTransition("run", src.value, dst.value)
+
+
+def check_chunk_move(src: ChunkState, dst: ChunkState) -> None:
+    """Raise IllegalTransition unless a chunk may go from ``src`` to ``dst``."""
+    if not can_chunk_move(src, dst):
+        raise IllegalTransition("chunk", src.value, dst.value)
 
 
 def after_failure(attempt: int, max_attempts: int) -> ChunkState:

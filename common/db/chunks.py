@@ -1,8 +1,10 @@
 """Repository functions for chunks: plan, window, publish, claim, heartbeat, complete.
 
-Each transition is one conditional UPDATE; the row count tells whether this
-actor won. Completion, heartbeat, failure and release carry ``owner`` and
-``attempt`` (fencing): a worker whose lease was taken over changes nothing.
+Each transition is one conditional UPDATE through :func:`move`, which first
+checks it against ``CHUNK_TRANSITIONS`` (an illegal move raises
+IllegalTransition); the row count tells whether this actor won. Completion,
+heartbeat, failure and release carry ``owner`` and ``attempt`` (fencing): a
+worker whose lease was taken over changes nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from nightfold.common.db.models import Chunk, QuarantinedRow, Run, Worker
 from nightfold.common.db.runs import RunInfo, run_info
 from nightfold.common.errors import ChunkLost
 from nightfold.common.keys import KeyRange
-from nightfold.common.states import ChunkState, RunState, Stage, after_failure
+from nightfold.common.states import ChunkState, RunState, Stage, after_failure, check_chunk_move
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,26 @@ def insert_plan(conn: Connection, run_id: int, specs: Sequence[ChunkSpec]) -> No
         conn.execute(insert(Chunk), rows[i : i + 1000])
 
 
+def move(
+    conn: Connection,
+    where: ColumnElement[bool],
+    src: ChunkState,
+    dst: ChunkState,
+    **values: object,
+) -> int:
+    """Move the chunks matching ``where`` that are in ``src`` to ``dst`` (setting
+    ``values`` too) in one conditional UPDATE; how many moved.
+
+    The one statement that changes a chunk's state. Raises IllegalTransition,
+    before any UPDATE, when ``src -> dst`` is not in ``CHUNK_TRANSITIONS``.
+    """
+    check_chunk_move(src, dst)
+    result = conn.execute(
+        update(Chunk).where(where, Chunk.state == src.value).values(state=dst.value, **values)
+    )
+    return int(result.rowcount)
+
+
 def counts_by_state(conn: Connection, run_id: int, stage: Stage | None = None) -> dict[str, int]:
     q = select(Chunk.state, func.count()).where(Chunk.run_id == run_id).group_by(Chunk.state)
     if stage is not None:
@@ -159,11 +181,7 @@ def open_window(
     )
     if not ids:
         return []
-    conn.execute(
-        update(Chunk)
-        .where(Chunk.id.in_(ids), Chunk.state == ChunkState.PENDING.value)
-        .values(state=ChunkState.QUEUED.value, published_at=None)
-    )
+    move(conn, Chunk.id.in_(ids), ChunkState.PENDING, ChunkState.QUEUED, published_at=None)
     add_chunk_events(conn, run_id, "queued", ids, actor=actor)
     return ids
 
@@ -269,23 +287,21 @@ def _take_back(
     taken: list[int] = []
     for chunk_id, attempt, owner in found:
         dst = after_failure(int(attempt), max_attempts)
-        result = conn.execute(
-            update(Chunk)
-            .where(
+        moved = move(
+            conn,
+            and_(
                 Chunk.id == chunk_id,
-                Chunk.state == ChunkState.CLAIMED.value,
                 Chunk.attempt == attempt,
                 Chunk.owner == owner,
                 condition,
-            )
-            .values(
-                state=dst.value,
-                owner=None,
-                lease_expires_at=None,
-                error=f"{why} (attempt {attempt})",
-            )
+            ),
+            ChunkState.CLAIMED,
+            dst,
+            owner=None,
+            lease_expires_at=None,
+            error=f"{why} (attempt {attempt})",
         )
-        if result.rowcount == 1:
+        if moved == 1:
             add_event(
                 conn,
                 run_id,
@@ -371,26 +387,20 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
         Run.cancel_requested.is_(False),
         Run.state.in_([RunState.MAPPING.value, RunState.REDUCING.value]),
     )
-    result = conn.execute(
-        update(Chunk)
-        .where(
-            Chunk.id == chunk_id,
-            Chunk.state == ChunkState.QUEUED.value,
-            Chunk.attempt == seen,
-            live_run,
-        )
-        .values(
-            state=ChunkState.CLAIMED.value,
-            owner=me,
-            attempt=seen + 1,
-            lease_expires_at=db_now_plus(run.params.lease_seconds),
-            claimed_at=db_now(),
-            rows_read=0,
-            rows_malformed=0,
-            last_key=None,
-        )
+    moved = move(
+        conn,
+        and_(Chunk.id == chunk_id, Chunk.attempt == seen, live_run),
+        ChunkState.QUEUED,
+        ChunkState.CLAIMED,
+        owner=me,
+        attempt=seen + 1,
+        lease_expires_at=db_now_plus(run.params.lease_seconds),
+        claimed_at=db_now(),
+        rows_read=0,
+        rows_malformed=0,
+        last_key=None,
     )
-    if result.rowcount != 1:
+    if moved != 1:
         return None
     attempt = seen + 1
     add_event(conn, run.id, "claimed", chunk_id=chunk_id, actor=me, attempt=attempt)
@@ -405,14 +415,31 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
     )
 
 
+def _ours(c: Claim) -> ColumnElement[bool]:
+    """The chunk carries our fencing token: same owner and attempt."""
+    return and_(Chunk.id == c.chunk_id, Chunk.owner == c.owner, Chunk.attempt == c.attempt)
+
+
 def _fenced(c: Claim) -> ColumnElement[bool]:
     """The claim is still ours: same owner and attempt, still claimed (fencing)."""
-    return and_(
-        Chunk.id == c.chunk_id,
-        Chunk.owner == c.owner,
-        Chunk.attempt == c.attempt,
-        Chunk.state == ChunkState.CLAIMED.value,
+    return and_(_ours(c), Chunk.state == ChunkState.CLAIMED.value)
+
+
+def _fenced_move(
+    conn: Connection, c: Claim, dst: ChunkState, event: str, detail: str, **values: object
+) -> bool:
+    """Move our claim from claimed to ``dst``, fenced by owner and attempt, and
+    record ``event``; False (nothing written) when the claim is no longer ours.
+
+    The one body of :func:`complete`, :func:`fail` and :func:`release`, which
+    differ only in where the chunk goes, what else the row gets and the event.
+    """
+    if move(conn, _ours(c), ChunkState.CLAIMED, dst, lease_expires_at=None, **values) != 1:
+        return False
+    add_event(
+        conn, c.run.id, event, chunk_id=c.chunk_id, actor=c.owner, attempt=c.attempt, detail=detail
     )
+    return True
 
 
 def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> bool:
@@ -452,19 +479,17 @@ def complete(
 ) -> None:
     """Mark the chunk done, fenced by owner and attempt, and quarantine its
     malformed rows in the same transaction; raises ChunkLost when fenced out."""
-    result = conn.execute(
-        update(Chunk)
-        .where(_fenced(c))
-        .values(
-            state=ChunkState.DONE.value,
-            done_at=db_now(),
-            lease_expires_at=None,
-            rows_read=rows_read,
-            rows_malformed=rows_malformed,
-            error=None,
-        )
-    )
-    if result.rowcount != 1:
+    if not _fenced_move(
+        conn,
+        c,
+        ChunkState.DONE,
+        "done",
+        f"rows={rows_read} malformed={rows_malformed}",
+        done_at=db_now(),
+        rows_read=rows_read,
+        rows_malformed=rows_malformed,
+        error=None,
+    ):
         raise ChunkLost(f"{c.label}: cannot complete, claim lost")
     if rejects:
         conn.execute(
@@ -474,15 +499,6 @@ def complete(
                 for key, reason in rejects[:QUARANTINE_LIMIT]
             ],
         )
-    add_event(
-        conn,
-        c.run.id,
-        "done",
-        chunk_id=c.chunk_id,
-        actor=c.owner,
-        attempt=c.attempt,
-        detail=f"rows={rows_read} malformed={rows_malformed}",
-    )
 
 
 def fail(conn: Connection, c: Claim, error: str) -> ChunkState | None:
@@ -491,49 +507,17 @@ def fail(conn: Connection, c: Claim, error: str) -> ChunkState | None:
     Returns the new state, or None when the claim was already lost.
     """
     dst = after_failure(c.attempt, c.run.params.max_attempts)
-    result = conn.execute(
-        update(Chunk)
-        .where(_fenced(c))
-        .values(state=dst.value, owner=None, lease_expires_at=None, error=error[:4000])
-    )
-    if result.rowcount != 1:
+    event = "failed" if dst is ChunkState.PENDING else "dead"
+    if not _fenced_move(conn, c, dst, event, error[:4000], owner=None, error=error[:4000]):
         return None
-    add_event(
-        conn,
-        c.run.id,
-        "failed" if dst is ChunkState.PENDING else "dead",
-        chunk_id=c.chunk_id,
-        actor=c.owner,
-        attempt=c.attempt,
-        detail=error[:4000],
-    )
     return dst
 
 
 def release(conn: Connection, c: Claim, reason: str) -> bool:
     """Give a chunk back unfinished (shutdown, cancel): not counted as an attempt."""
-    result = conn.execute(
-        update(Chunk)
-        .where(_fenced(c))
-        .values(
-            state=ChunkState.PENDING.value,
-            owner=None,
-            lease_expires_at=None,
-            attempt=Chunk.attempt - 1,
-        )
+    return _fenced_move(
+        conn, c, ChunkState.PENDING, "released", reason, owner=None, attempt=Chunk.attempt - 1
     )
-    if result.rowcount != 1:
-        return False
-    add_event(
-        conn,
-        c.run.id,
-        "released",
-        chunk_id=c.chunk_id,
-        actor=c.owner,
-        attempt=c.attempt,
-        detail=reason,
-    )
-    return True
 
 
 def rows_done(conn: Connection, run_id: int) -> int:

@@ -11,12 +11,12 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-import tenacity
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
 from nightfold.common.errors import AccessRefused, ConfigError, ServiceUnavailable
+from nightfold.common.outage import OutagePolicy
 from nightfold.common.urls import mask_url
 
 log = logging.getLogger(__name__)
@@ -120,23 +120,13 @@ def _short(exc: DBAPIError) -> str:
 
 
 def retrying(url: str, fn: Callable[[], T], *, deadline: float, what: str) -> T:
-    """Run ``fn`` (one short transaction) until it gets through or ``deadline``
-    seconds of outage pass, backing off exponentially; database connection
-    errors are mapped to ServiceUnavailable. For steps that must not be lost
-    to a database restart (complete, fail, release, master ticks)."""
+    """Run ``fn`` (one short transaction) until it gets through, under the outage
+    policy (``common/outage.py``) with ``deadline``; database connection errors
+    are mapped to ServiceUnavailable. For steps that must not be lost to a
+    database restart (complete, fail, release, master ticks)."""
 
     def attempt() -> T:
         with db_errors(url):
             return fn()
 
-    retry = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(ServiceUnavailable)
-        & tenacity.retry_if_not_exception_type(AccessRefused),
-        wait=tenacity.wait_exponential(multiplier=0.2, max=5),
-        stop=tenacity.stop_after_delay(deadline),
-        before_sleep=lambda rs: log.warning(
-            "%s: %s; retrying", what, rs.outcome.exception() if rs.outcome else "?"
-        ),
-        reraise=True,
-    )
-    return retry(attempt)
+    return OutagePolicy(deadline).call(attempt, log=log, what=what)

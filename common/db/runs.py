@@ -1,7 +1,9 @@
 """Repository functions for runs: creation, ownership, stage moves, cancel.
 
-Every state change is one conditional UPDATE that succeeds for exactly one
-actor, committed together with its run_events row.
+Every state change goes through :func:`move`: checked against
+``RUN_TRANSITIONS`` first (an illegal move raises IllegalTransition), then one
+conditional UPDATE that succeeds for exactly one actor, committed together with
+its run_events row.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from nightfold.common.db.models import Chunk, Run
 from nightfold.common.errors import RunConflict
 from nightfold.common.params import MAX_CELL_BYTES_LIMIT as MAX_CELL_BYTES_LIMIT  # re-exported
 from nightfold.common.params import RunParams as RunParams  # re-exported: it lived here
-from nightfold.common.states import TERMINAL_RUN_STATES, ChunkState, RunState
+from nightfold.common.states import TERMINAL_RUN_STATES, ChunkState, RunState, check_run_move
 
 
 @dataclass(frozen=True)
@@ -156,8 +158,16 @@ def move(
     error: str | None = None,
     **values: object,
 ) -> bool:
-    """Conditionally move a run from ``src`` to ``dst``; False if it was not in ``src``."""
+    """Conditionally move a run from ``src`` (one state or several) to ``dst``;
+    False if it was not in ``src``.
+
+    Raises IllegalTransition, before touching the row, when any ``src -> dst``
+    is not in ``RUN_TRANSITIONS``: a caller naming an illegal move is a bug even
+    if the row happens to be elsewhere.
+    """
     srcs = (src,) if isinstance(src, RunState) else src
+    for s in srcs:
+        check_run_move(s, dst)
     extra: dict[str, object] = dict(values)
     if dst in TERMINAL_RUN_STATES:
         extra["finished_at"] = db_now()

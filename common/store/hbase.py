@@ -291,7 +291,13 @@ class HBaseStore:
         return self._conn if self._conn is not None else self._connect()
 
     def _call(self, fn: Callable[[happybase.Connection], T]) -> T:
-        """Run an idempotent request; on a transport error reconnect and try once more."""
+        """Run an idempotent request; on a transport error reconnect and try once more.
+
+        Not an outage backoff (that is the caller's, ``common/outage.py``): the
+        usual transport error is the gateway having closed our idle socket, which
+        a fresh one cures at once. A second failure is an outage: raised as
+        ServiceUnavailable for the caller's policy to ride out.
+        """
         try:
             return fn(self.connection)
         except TRANSPORT_ERRORS as exc:

@@ -176,6 +176,13 @@ class RabbitPublisher:
         self._returned += 1
 
     def publish(self, hints: Sequence[Hint]) -> None:
+        """Publish ``hints``, reconnecting once if the connection was lost.
+
+        The one reconnect is not an outage backoff (that is the master's, in
+        ``common/outage.py``): it cures a connection the broker dropped while
+        the master was idle, and hints are idempotent. A second failure is
+        raised as ServiceUnavailable for the master's outage policy.
+        """
         if not hints:
             return
         try:

@@ -7,14 +7,14 @@ import datetime as dt
 import time
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.chunks import ChunkSpec
-from nightfold.common.db.models import RunEvent
+from nightfold.common.db.models import Chunk, Run, RunEvent
 from nightfold.common.db.runs import RunInfo, RunParams
-from nightfold.common.errors import ChunkLost, RunConflict
+from nightfold.common.errors import ChunkLost, IllegalTransition, RunConflict
 from nightfold.common.keys import KeyRange
 from nightfold.common.states import ChunkState, RunState, Stage
 
@@ -185,6 +185,46 @@ def test_terminal_states_do_not_move(engine: Engine) -> None:
         assert run_repo.move(conn, run.id, RunState.MAPPING, RunState.FAILED, actor="m", error="x")
         assert not run_repo.move(conn, run.id, RunState.MAPPING, RunState.REDUCING, actor="m")
         assert not run_repo.request_cancel(conn, run.id, "cli")
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        (RunState.SUCCEEDED, RunState.MAPPING),
+        (RunState.FAILED, RunState.CANCELLED),
+        (RunState.REDUCING, RunState.MAPPING),
+    ],
+)
+def test_an_illegal_run_move_is_refused(engine: Engine, src: RunState, dst: RunState) -> None:
+    # Given a run that really is in src (all pairs: tests/unit/test_transitions_enforced.py)
+    run = _run(engine)
+    with engine.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run.id).values(state=src.value))
+    # When asked for a move not in RUN_TRANSITIONS, the repository raises and writes nothing
+    with pytest.raises(IllegalTransition), engine.begin() as conn:
+        run_repo.move(conn, run.id, src, dst, actor="m")
+    with engine.connect() as conn:
+        info = run_repo.get_run(conn, run.id)
+    assert info is not None and info.state is src
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [
+        (ChunkState.DONE, ChunkState.PENDING),
+        (ChunkState.QUEUED, ChunkState.DONE),
+        (ChunkState.DEAD, ChunkState.QUEUED),
+    ],
+)
+def test_an_illegal_chunk_move_is_refused(engine: Engine, src: ChunkState, dst: ChunkState) -> None:
+    run = _run(engine, n=1)
+    with engine.begin() as conn:
+        conn.execute(update(Chunk).where(Chunk.run_id == run.id).values(state=src.value))
+    with pytest.raises(IllegalTransition), engine.begin() as conn:
+        chunk_repo.move(conn, Chunk.run_id == run.id, src, dst)
+    with engine.connect() as conn:
+        states = set(conn.execute(select(Chunk.state).where(Chunk.run_id == run.id)).scalars())
+    assert states == {src.value}
 
 
 def test_a_finished_run_stops_its_workers_at_their_next_beat(engine: Engine) -> None:

@@ -27,6 +27,7 @@ PUBLIC = {
     "StoreRejected": errors,
     "CellTooLarge": errors,
     "CorruptPartial": errors,
+    "IllegalTransition": errors,
     "SchemaOutOfDate": errors,
     "RunConflict": errors,
     "RunFailed": errors,
