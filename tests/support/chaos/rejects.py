@@ -16,7 +16,7 @@ import time
 from collections import Counter
 
 import happybase
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from nightfold.common.db.models import Chunk, RunEvent
 from nightfold.common.jobs import get_job
@@ -31,6 +31,11 @@ HBASE_REASONS = (HBASE_REASON, "TableNotEnabled", "TableNotFound")
 """What HBase answers: the missing family, or (a write that falls in the instants
 while the table is being replaced: disabled, dropped, not created yet) the disabled
 or missing table -- all deterministic refusals of the injected fault."""
+
+
+TOO_LATE = "store_rejects too late"
+"""The observed kind of a rejection injected after the stage's last claim: the run
+rightly succeeded (its writes were all in), and only the rerun is judged."""
 
 
 def fail_bound(rig: Rig) -> float:
@@ -77,7 +82,12 @@ def fire(rig: Rig, f: Fault, snap: Snap) -> None:
     """Make the store reject the stage's writes, wait (bounded) for the run to fail,
     check the claims, restore the table."""
     table, family = _target(rig, f)
+    stage = "map" if f.variant == "partials" else "reduce"
+    if snap.total(stage) and snap.counts.get((stage, "done"), 0) == snap.total(stage):
+        rig.log(f"store_rejects not injected: every {stage} chunk was already done")
+        return
     _replace_table(rig, table, None)
+    since = _db_now(rig)
     t0 = time.monotonic()
     rig.fired(f, "store_rejects", f"{table} has no family {family!r} from {snap.phase}")
     bound = fail_bound(rig)
@@ -91,7 +101,12 @@ def fire(rig: Rig, f: Fault, snap: Snap) -> None:
                 break
             time.sleep(0.2)
         took = time.monotonic() - t0
-        if state in TERMINAL:
+        if state == "succeeded" and not _claimed_since(rig, snap.run_id, stage, since):
+            # every chunk of the stage was claimed (and so wrote) before the table changed;
+            # the --rerun that follows must still rebuild what the replacement dropped
+            f.observed = TOO_LATE
+            rig.log(f"store_rejects came too late: no {stage} chunk was claimed after it")
+        elif state in TERMINAL:
             rig.log(f"run ended {state} {took:.1f}s after the store began rejecting")
         else:
             rig.result.failure(
@@ -104,6 +119,32 @@ def fire(rig: Rig, f: Fault, snap: Snap) -> None:
     finally:
         _replace_table(rig, table, family)
         rig.log(f"{table} restored")
+
+
+def _db_now(rig: Rig) -> object:
+    assert rig.engine is not None
+    with rig.engine.connect() as conn:
+        return conn.execute(select(func.current_timestamp())).scalar_one()
+
+
+def _claimed_since(rig: Rig, run_id: int | None, stage: str, since: object) -> bool:
+    """Whether a chunk of ``stage`` was claimed at or after ``since`` (database clock)."""
+    assert rig.engine is not None and run_id is not None
+    with rig.engine.connect() as conn:
+        return (
+            conn.execute(
+                select(RunEvent.id)
+                .join(Chunk, Chunk.id == RunEvent.chunk_id)
+                .where(
+                    RunEvent.run_id == run_id,
+                    RunEvent.kind == "claimed",
+                    RunEvent.at >= since,
+                    Chunk.stage == stage,
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
 
 
 def _check_claims(rig: Rig, run_id: int | None) -> None:
@@ -142,6 +183,8 @@ def follow_up(rig: Rig) -> None:
 def check(rig: Rig, run_id: int, state: str, reason: str) -> bool:
     """The first run failed with the HBase reason and its dead chunks used every attempt."""
     m = rig.plan.max_attempts
+    if state == "succeeded" and any(f.observed == TOO_LATE for f in rig.plan.faults):
+        return True
     if state != "failed" or not any(r in reason for r in HBASE_REASONS):
         rig.result.problem(
             f"store_rejects run ended {state} ({reason[:200]!r}), expected failed naming "
