@@ -31,9 +31,9 @@ from bench.common import (
     wait_rusage,
 )
 from nightfold.common.jobs.base import MapOutput
-from nightfold.common.jobs.merchant_daily import MerchantDaily
 from nightfold.common.keys import SEP, day_ranges, day_token
 from nightfold.common.store import HBaseURL, parse_store_url
+from nightfold.jobs.merchant_daily import MerchantDaily
 
 SCAN_BATCH = 1000
 BARE_SUMMARY_TABLE = "bare_summary"

@@ -28,11 +28,11 @@ from bench.common import DAY
 from bench.runner import NoLease, synthetic_claim
 from nightfold.common.db.chunks import Claim
 from nightfold.common.db.runs import RunParams
-from nightfold.common.jobs.merchant_daily import MerchantDaily
 from nightfold.common.keys import KeyRange, partial_prefix, prefix_range
 from nightfold.common.states import Stage
 from nightfold.common.store import open_store
 from nightfold.common.store.base import Store
+from nightfold.jobs.merchant_daily import MerchantDaily
 from nightfold.worker.executor import run_map, run_reduce
 
 GENERATION = 9

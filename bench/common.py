@@ -142,8 +142,8 @@ def ensure_seeded(url: str | None = None, rows: int = ROWS, day: dt.date = DAY) 
     ``rows``) has that day's ranges deleted first, so the count is exact.
     """
     from nightfold.common.keys import day_ranges
-    from nightfold.common.seeding import seed_day
     from nightfold.common.store import open_store
+    from nightfold.ops.seeding import seed_day
 
     url = url or store_url()
     store = open_store(url)
@@ -178,7 +178,7 @@ def ensure_embedded_store(rows: int, day: dt.date = DAY) -> Path:
     done = path.with_suffix(".seeded")
     if path.exists() and done.exists():
         return path
-    from nightfold.common.seeding import seed_day
+    from nightfold.ops.seeding import seed_day
 
     path.unlink(missing_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -241,7 +241,7 @@ def stored_digest(url: str, table: str = "nightfold_summary", day: dt.date = DAY
     """The digest of a day's summaries as stored in ``table``."""
     from nightfold.common.jobs import get_job
     from nightfold.common.store import open_store
-    from nightfold.common.verify import read_stored
+    from nightfold.ops.verify import read_stored
 
     job = get_job("merchant_daily")
 

@@ -1,13 +1,16 @@
 """The job registry: job names -> job classes.
 
-Built-in jobs are registered explicitly below; a user's job is a :class:`Job`
+Built-in jobs (:data:`BUILTIN_JOBS`, in ``nightfold/jobs/``) are named here and
+loaded on first use like entry points, so importing the registry imports no
+product job; a user's job is a :class:`Job`
 subclass plus either a :func:`register` call or an entry point in the
 ``nightfold.jobs`` group (``my_job = "my_pkg.jobs:MyJob"``). Entry points are
 discovered lazily, once, and loaded only when their job is asked for, so a
 broken third-party package cannot break the built-ins or other jobs: it raises
 :class:`ConfigError` naming the entry point when (and only when) its job is
-requested. Built-ins win a name clash with an entry point (our own package
-declares ``merchant_daily`` as an entry point too, pointing at the same class).
+requested. Built-ins win a name clash with an entry point or a :func:`register`
+call (our own package declares ``merchant_daily`` as an entry point too, pointing
+at the same class).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from typing import Any
 
 from nightfold.common.errors import ConfigError, UnknownJob
 from nightfold.common.jobs.base import Job, MapOutput
-from nightfold.common.jobs.merchant_daily import MerchantDaily
 
 __all__ = ["Job", "MapOutput", "get_job", "import_job_modules", "job_names", "register"]
 
@@ -28,8 +30,15 @@ ENTRY_POINT_GROUP = "nightfold.jobs"
 
 log = logging.getLogger(__name__)
 
-_registry: dict[str, type[Job[Any]] | metadata.EntryPoint] = {}
-"""Registered classes, and discovered entry points not loaded yet."""
+BUILTIN_JOBS = {"merchant_daily": "nightfold.jobs.merchant_daily:MerchantDaily"}
+"""Built-in job name -> ``module:Class`` (a string: ``common/`` imports nothing of
+``nightfold/``), loaded on first use."""
+
+_registry: dict[str, type[Job[Any]] | metadata.EntryPoint] = {
+    name: metadata.EntryPoint(name, value, ENTRY_POINT_GROUP)
+    for name, value in BUILTIN_JOBS.items()
+}
+"""Registered classes, and built-ins and discovered entry points not loaded yet."""
 
 
 def _check(job_cls: object, origin: str) -> type[Job[Any]]:
@@ -49,6 +58,9 @@ def register(job_cls: type[Job[Any]]) -> type[Job[Any]]:
     what a run computes).
     """
     job_cls = _check(job_cls, "register()")
+    builtin = BUILTIN_JOBS.get(job_cls.name)
+    if builtin is not None and builtin != _entry_value(job_cls):
+        raise ConfigError(f"job name {job_cls.name!r} is taken by the built-in {builtin}")
     current = _registry.get(job_cls.name)
     if isinstance(current, type) and current is not job_cls:
         raise ConfigError(
@@ -69,13 +81,15 @@ def _discover() -> None:
         current = _registry.get(ep.name)
         if current is None:
             _registry[ep.name] = ep
-        elif isinstance(current, type) and ep.value != _entry_value(current):
+            continue
+        taken = _entry_value(current) if isinstance(current, type) else current.value
+        if ep.value != taken:
             log.warning(
                 "entry point %s = %s ignored: job %r is already registered by %s",
                 ep.name,
                 ep.value,
                 ep.name,
-                current.__module__,
+                taken.partition(":")[0],
             )
 
 
@@ -125,6 +139,3 @@ def job_names() -> list[str]:
     """Every known job name, sorted (entry points included without importing them)."""
     _discover()
     return sorted(_registry)
-
-
-register(MerchantDaily)

@@ -10,9 +10,9 @@ import click
 from nightfold.cli.options import DAY, with_runtime
 from nightfold.common.errors import VerifyMismatch
 from nightfold.common.jobs import get_job
-from nightfold.common.runtime import Runtime
-from nightfold.common.seeding import seed_day
-from nightfold.common.verify import verify_day
+from nightfold.ops.runtime import Runtime
+from nightfold.ops.seeding import seed_day
+from nightfold.ops.verify import verify_day
 
 
 @click.command("seed")

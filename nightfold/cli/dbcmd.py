@@ -7,7 +7,7 @@ import click
 from nightfold.cli.options import with_runtime
 from nightfold.common.db.engine import db_errors
 from nightfold.common.db.migrate import current_revision, ensure_current, head_revision, upgrade
-from nightfold.common.runtime import Runtime
+from nightfold.ops.runtime import Runtime
 
 
 @click.group()

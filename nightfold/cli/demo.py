@@ -29,10 +29,10 @@ from nightfold.common.db.engine import make_engine
 from nightfold.common.db.migrate import upgrade
 from nightfold.common.errors import NightfoldError, RunFailed, VerifyMismatch
 from nightfold.common.jobs import get_job
-from nightfold.common.seeding import seed_day
 from nightfold.common.states import Stage
 from nightfold.common.store import open_store
-from nightfold.common.verify import read_stored, verify_day
+from nightfold.ops.seeding import seed_day
+from nightfold.ops.verify import read_stored, verify_day
 
 
 @click.command("demo")

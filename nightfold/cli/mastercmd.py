@@ -12,10 +12,10 @@ from nightfold.common.db import runs as run_repo
 from nightfold.common.db.engine import retrying
 from nightfold.common.errors import ConfigError, RunConflict, RunFailed
 from nightfold.common.jobs import get_job
-from nightfold.common.runtime import Runtime
 from nightfold.common.states import RunState
 from nightfold.master.loop import Master, Outcome
 from nightfold.master.resume import days_to_resume, lookback_window
+from nightfold.ops.runtime import Runtime
 
 
 @click.group()

@@ -16,10 +16,10 @@ from nightfold.cli.statusview import render
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.engine import db_errors
-from nightfold.common.db.status import as_dict, run_status
 from nightfold.common.errors import ConfigError
-from nightfold.common.runtime import Runtime
 from nightfold.master.gc import collect
+from nightfold.ops.runtime import Runtime
+from nightfold.ops.status import as_dict, run_status
 
 
 @click.command("status")

@@ -14,7 +14,7 @@ import click
 from nightfold.common.config import load_settings
 from nightfold.common.errors import ConfigError
 from nightfold.common.logs import setup_logging
-from nightfold.common.runtime import Runtime
+from nightfold.ops.runtime import Runtime
 
 F = TypeVar("F", bound=Callable[..., Any])
 

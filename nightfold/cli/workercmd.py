@@ -7,7 +7,7 @@ import click
 from nightfold.cli.options import with_runtime
 from nightfold.common import metrics
 from nightfold.common.jobs import job_names
-from nightfold.common.runtime import Runtime
+from nightfold.ops.runtime import Runtime
 from nightfold.worker.runner import Worker
 
 

@@ -21,9 +21,9 @@ import pytest
 
 from nightfold.common.errors import ServiceUnavailable, StoreRejected
 from nightfold.common.keys import KeyRange, day_ranges
-from nightfold.common.seeding import generate_rows, seed_day
 from nightfold.common.store import Row, open_store
 from nightfold.common.store.hbase import HBaseStore
+from nightfold.ops.seeding import generate_rows, seed_day
 
 pytestmark = pytest.mark.integration
 

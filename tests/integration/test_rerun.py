@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import Engine
 
 from nightfold.common.jobs.base import Job, MapOutput
-from nightfold.common.jobs.merchant_daily import COL_AMOUNT, INVALID_GROUP, diagnose
 from nightfold.common.keys import KeyRange, summary_key, summary_prefix
 from nightfold.common.store import Store, open_store
+from nightfold.jobs.merchant_daily import COL_AMOUNT, INVALID_GROUP, diagnose
 from tests.support.jobs import SlowReduceDaily
 from tests.support.pipeline import (
     PIPELINE_DAY,

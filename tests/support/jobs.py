@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from nightfold.common.jobs import register
 from nightfold.common.jobs.base import MapOutput
-from nightfold.common.jobs.merchant_daily import MerchantDaily, MerchantPartial
+from nightfold.jobs.merchant_daily import MerchantDaily, MerchantPartial
 
 
 @register

@@ -16,7 +16,6 @@ from nightfold.common.db.chunks import Claim
 from nightfold.common.db.runs import RunInfo, RunParams
 from nightfold.common.errors import CellTooLarge, CorruptPartial
 from nightfold.common.jobs import get_job
-from nightfold.common.jobs.merchant_daily import MerchantDaily, MerchantPartial
 from nightfold.common.keys import (
     PARTIALS_TABLE,
     KeyRange,
@@ -24,10 +23,11 @@ from nightfold.common.keys import (
     partial_prefix,
     prefix_range,
 )
-from nightfold.common.seeding import seed_day
 from nightfold.common.states import RunState, Stage
 from nightfold.common.store.local import LocalStore
-from nightfold.common.verify import compute_expected, read_stored
+from nightfold.jobs.merchant_daily import MerchantDaily, MerchantPartial
+from nightfold.ops.seeding import seed_day
+from nightfold.ops.verify import compute_expected, read_stored
 from nightfold.worker.executor import run_map, run_reduce
 
 DAY = dt.date(2026, 11, 22)

@@ -14,7 +14,7 @@ import pytest
 from nightfold.common import jobs
 from nightfold.common.errors import ConfigError, UnknownJob
 from nightfold.common.jobs import Job, MapOutput, get_job, job_names, register
-from nightfold.common.jobs.merchant_daily import MerchantDaily
+from nightfold.jobs.merchant_daily import MerchantDaily
 
 
 class CountJob(Job[int]):
@@ -48,7 +48,7 @@ class OtherCountJob(CountJob):
 @pytest.fixture(autouse=True)
 def isolated_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test sees only the built-ins, and discovery runs afresh."""
-    builtins = {k: v for k, v in jobs._registry.items() if isinstance(v, type)}
+    builtins = {k: v for k, v in jobs._registry.items() if k in jobs.BUILTIN_JOBS}
     monkeypatch.setattr(jobs, "_registry", builtins)
     jobs._discover.cache_clear()
     yield
@@ -174,7 +174,7 @@ def test_builtins_win_a_name_clash_with_an_entry_point(
     # Given our own entry point and a foreign one, both named merchant_daily
     entry_points_returning(
         monkeypatch,
-        ("merchant_daily", "nightfold.common.jobs.merchant_daily:MerchantDaily"),
+        ("merchant_daily", "nightfold.jobs.merchant_daily:MerchantDaily"),
         ("merchant_daily", "evil_plugin:MerchantDaily"),
     )
     # When the job is asked for
@@ -184,7 +184,7 @@ def test_builtins_win_a_name_clash_with_an_entry_point(
     assert isinstance(job, MerchantDaily)
     assert [r.getMessage() for r in caplog.records] == [
         "entry point merchant_daily = evil_plugin:MerchantDaily ignored: job 'merchant_daily'"
-        " is already registered by nightfold.common.jobs.merchant_daily"
+        " is already registered by nightfold.jobs.merchant_daily"
     ]
 
 
@@ -192,3 +192,13 @@ def test_the_installed_package_declares_the_builtin_entry_point() -> None:
     # Given the installed distribution / Then its entry point resolves to the built-in class
     (ep,) = [e for e in metadata.entry_points(group="nightfold.jobs") if e.name == "merchant_daily"]
     assert ep.load() is MerchantDaily
+
+
+def test_register_cannot_take_a_builtins_name_even_before_it_is_loaded() -> None:
+    # Given a class of another module named like the built-in (not loaded yet)
+    class Impostor(MerchantDaily):
+        name = "merchant_daily"
+
+    # Then registering it is refused, naming the built-in
+    with pytest.raises(ConfigError, match=r"taken by the built-in nightfold\.jobs\.merchant_daily"):
+        register(Impostor)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from nightfold.common.jobs import get_job
 from nightfold.common.jobs.base import MapOutput
-from nightfold.common.jobs.merchant_daily import (
+from nightfold.jobs.merchant_daily import (
     COLUMNS,
     INVALID_GROUP,
     MerchantDaily,

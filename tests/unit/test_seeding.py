@@ -14,8 +14,8 @@ import pytest
 
 from nightfold.common.errors import ConfigError
 from nightfold.common.keys import KeyRange, day_ranges
-from nightfold.common.seeding import MALFORMED_KINDS, generate_rows, seed_day
 from nightfold.common.store.local import LocalStore
+from nightfold.ops.seeding import MALFORMED_KINDS, generate_rows, seed_day
 
 DAY = dt.date(2026, 11, 22)
 MIDNIGHT = int(dt.datetime(2026, 11, 22, tzinfo=dt.UTC).timestamp())

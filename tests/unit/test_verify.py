@@ -7,9 +7,9 @@ from pathlib import Path
 
 from nightfold.common.jobs import get_job
 from nightfold.common.keys import summary_key
-from nightfold.common.seeding import seed_day
 from nightfold.common.store.local import LocalStore
-from nightfold.common.verify import Difference, compute_expected, verify_day
+from nightfold.ops.seeding import seed_day
+from nightfold.ops.verify import Difference, compute_expected, verify_day
 
 DAY = dt.date(2026, 11, 22)
 

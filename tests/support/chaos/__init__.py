@@ -30,7 +30,7 @@ from the trial's RNG. Then it waits for the masters to exit and checks:
   (``NIGHTFOLD_TODAY`` = the day after next) resumes the stranded day, which
   succeeds, and then runs its own day;
 - rows lost / counted twice: every group's ``orders + malformed`` in the stored
-  summaries against the oracle's (``nightfold.common.verify``), whose total must
+  summaries against the oracle's (``nightfold.ops.verify``), whose total must
   equal the rows seeded (after ``rerun_changed_raw``: the rows as changed);
 - no stale cells (``rerun_changed_raw``: after a run, one merchant's raw rows are
   deleted, another's made malformed, maybe rows added, then ``--rerun``, sometimes

@@ -21,7 +21,7 @@ from nightfold.common.jobs import get_job, import_job_modules
 from nightfold.common.store import open_store
 from nightfold.common.transport.rabbitmq import queue_depth
 from nightfold.common.urls import with_query
-from nightfold.common.verify import compare, compute_expected, read_stored
+from nightfold.ops.verify import compare, compute_expected, read_stored
 from tests.support.chaos import outcomes, recovery, stale
 from tests.support.chaos.plan import MASTER_KILLS, RESTARTS, SCENARIOS
 from tests.support.chaos.procs import tracebacks

@@ -14,7 +14,7 @@ import happybase
 from nightfold.common.jobs import get_job
 from nightfold.common.keys import SEP, day_token, summary_key
 from nightfold.common.store import HBaseURL, open_store, parse_store_url
-from nightfold.common.verify import compute_expected
+from nightfold.ops.verify import compute_expected
 from tests.support.chaos.rig import Rig
 
 Cells = dict[bytes, dict[bytes, bytes]]

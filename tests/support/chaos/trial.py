@@ -18,8 +18,8 @@ from sqlalchemy.engine import make_url
 from nightfold.common.db.engine import make_engine
 from nightfold.common.db.migrate import upgrade
 from nightfold.common.keys import raw_key
-from nightfold.common.seeding import seed_day
 from nightfold.common.store import open_store
+from nightfold.ops.seeding import seed_day
 from tests.support.chaos import checks, faults, nightly, rejects, rerun
 from tests.support.chaos.observe import Snap
 from tests.support.chaos.plan import MASTER_KILLS, NIGHTLY, PHASES, WORKER_FAULTS, Fault
