@@ -16,8 +16,9 @@ import time
 from collections import Counter
 
 import happybase
-from sqlalchemy import func, select
+from sqlalchemy import select
 
+from nightfold.common.db.clock import db_now
 from nightfold.common.db.models import Chunk, RunEvent
 from nightfold.common.jobs import get_job
 from nightfold.common.keys import PARTIAL_FAMILY, PARTIALS_TABLE
@@ -124,7 +125,7 @@ def fire(rig: Rig, f: Fault, snap: Snap) -> None:
 def _db_now(rig: Rig) -> object:
     assert rig.engine is not None
     with rig.engine.connect() as conn:
-        return conn.execute(select(func.current_timestamp())).scalar_one()
+        return conn.execute(select(db_now())).scalar_one()  # microseconds, as events have
 
 
 def _claimed_since(rig: Rig, run_id: int | None, stage: str, since: object) -> bool:
