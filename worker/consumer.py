@@ -161,7 +161,11 @@ class ConsumerLoop:
 
     def _settle(self, delivery: Delivery, processed: Processed | None, *, reject: bool) -> None:
         """The one place a delivery lets go of its slot: queue its ack (or
-        rejection), count a finished chunk, stop after ``max_chunks``."""
+        rejection), count a finished chunk, stop after ``max_chunks``.
+
+        The ack is queued before the slot is freed: the loop exits once idle,
+        and an ack queued after its last flush would be lost (the hint redelivered)."""
+        self._done.put((delivery, reject))
         with self._lock:
             self._busy -= 1
             if processed is not None:
@@ -169,7 +173,6 @@ class ConsumerLoop:
                 if processed.outcome is Outcome.DONE:
                     self.chunks_done += 1
             reached = self.max_chunks is not None and self.chunks_done >= self.max_chunks
-        self._done.put((delivery, reject))
         if reached:
             self.request_stop()
 
