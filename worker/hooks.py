@@ -12,11 +12,11 @@ lost", "giving up": keep those texts). A test passes its own recorder.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 from nightfold.common import metrics
 from nightfold.common.db.chunks import Claim
 from nightfold.common.errors import ServiceUnavailable
+from nightfold.common.hooks import FanOutMixin
 from nightfold.common.logs import claim_fields, fields
 from nightfold.common.states import ChunkState, Stage
 from nightfold.common.transport import Delivery, Hint
@@ -61,22 +61,8 @@ class Hooks:
     def lost(self, worker: str, claim: Claim, exc: Exception) -> None: ...
 
 
-class FanOut(Hooks):
+class FanOut(FanOutMixin, Hooks):
     """Several hooks as one, called in order."""
-
-    def __init__(self, hooks: Sequence[Hooks]) -> None:
-        self.hooks = list(hooks)
-
-    def __getattribute__(self, name: str) -> object:
-        if name.startswith("_") or name == "hooks":
-            return object.__getattribute__(self, name)
-        listeners = [getattr(h, name) for h in object.__getattribute__(self, "hooks")]
-
-        def call(*args: object) -> None:
-            for listener in listeners:
-                listener(*args)
-
-        return call
 
 
 class MetricsHooks(Hooks):
