@@ -30,6 +30,7 @@ from nightfold.common.db.engine import make_engine
 from nightfold.common.db.migrate import upgrade
 from nightfold.common.db.models import Chunk, RunEvent
 from nightfold.common.db.runs import RunInfo
+from nightfold.common.errors import AccessRefused
 from nightfold.common.jobs import get_job, register
 from nightfold.common.jobs.base import MapOutput
 from nightfold.common.jobs.merchant_daily import MerchantDaily, MerchantPartial
@@ -39,6 +40,7 @@ from nightfold.common.store import open_store
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Delivery, Hint, Publisher
 from nightfold.common.transport.dbpoll import DbPollConsumer, DbPollPublisher
+from nightfold.master.hooks import MasterHooks
 from nightfold.master.loop import Master
 from nightfold.worker.consumer import ConsumerLoop
 from nightfold.worker.executor import Result
@@ -407,6 +409,28 @@ def test_consumer_loop_shutdown_releases_after_grace(backends: Backends) -> None
     assert loop.chunks_done == 0
 
 
+def test_consumer_loop_gives_up_when_refused(backends: Backends) -> None:
+    start_run(backends, "merchant_daily")
+
+    def refused() -> Store:  # as a store answers bad credentials
+        raise AccessRefused("store", "access denied for user 'nightfold'")
+
+    loop = ConsumerLoop(
+        backends.settings,
+        processor(backends, Recorder()),
+        lambda: DbPollConsumer(backends.engine, backends.settings.database_url),
+        refused,
+        Hooks(),
+    )
+    with pytest.raises(AccessRefused):
+        loop.run()
+    assert isinstance(loop.fatal, AccessRefused)
+    assert loop.outcomes == {Outcome.REFUSED: 1}
+    with backends.engine.connect() as conn:
+        counts = chunk_repo.counts_by_state(conn, master_run_id(backends), Stage.MAP)
+    assert counts.get(ChunkState.CLAIMED.value, 0) == 0  # nothing left held
+
+
 @pytest.mark.parametrize("backends", ["real"], indirect=True)
 def test_consumer_loop_dead_letters_garbage_and_works_the_hints(
     backends: Backends, broker_url: str
@@ -493,13 +517,28 @@ def test_chunks_done_counts_every_finished_chunk_across_threads() -> None:
 # -- the master's tick ----------------------------------------------------------------------
 
 
+class MasterRecorder(MasterHooks):
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def stage_done(
+        self, me: str, run: RunInfo, stage: Stage, nxt: RunState, rows: int, malformed: int
+    ) -> None:
+        self.events.append(f"{stage.value} done -> {nxt.value} ({rows} rows)")
+
+    def cancelled(self, me: str, run: RunInfo) -> None:
+        self.events.append("cancelled")
+
+
 def test_master_ticks_a_run_to_success_with_in_process_workers(backends: Backends) -> None:
+    rec = MasterRecorder()
     master = Master(
         backends.settings,
         backends.engine,
         backends.store(),
         DbPollPublisher(),
         get_job("merchant_daily"),
+        hooks=[rec],
     )
     run = master.open_run(DAY, rerun=False)
     assert run is not None
@@ -524,6 +563,10 @@ def test_master_ticks_a_run_to_success_with_in_process_workers(backends: Backend
     assert seen == [RunState.MAPPING, RunState.REDUCING, RunState.SUCCEEDED]
     with backends.engine.connect() as conn:
         assert chunk_repo.rows_done(conn, run.id) == ROWS
+    assert rec.events == [
+        "map done -> reducing (0 rows)",
+        f"reduce done -> succeeded ({ROWS} rows)",
+    ]
 
 
 def test_master_drives_a_run_with_a_consumer_loop_in_a_thread(backends: Backends) -> None:
