@@ -32,6 +32,7 @@ class Shutdown:
         if self.signals > 1:
             log.warning("worker %s: second signal, exiting now", self.who, extra=self._fields())
             os._exit(1)
+            return  # (only reached where os._exit is replaced, in tests)
         log.info(
             "worker %s: %s received, finishing current chunks",
             self.who,
