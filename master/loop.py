@@ -10,12 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine
 
-from nightfold.common import metrics
 from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
@@ -30,6 +29,7 @@ from nightfold.common.states import TERMINAL_RUN_STATES, ChunkState, RunState, S
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Publisher
 from nightfold.master.dispatcher import dispatch
+from nightfold.master.hooks import MasterFanOut, MasterHooks, MasterLog, MasterMetrics
 from nightfold.master.planner import compute_plan, record_plan
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,11 @@ class Master:
         *,
         on_tick: Callable[[RunInfo], None] | None = None,
         open_store: Callable[[], Store] | None = None,
+        hooks: Sequence[MasterHooks] = (),
     ) -> None:
         """``open_store`` opens more connections to the store, for planning's
-        parallel sampling scan (without it planning samples on ``store`` alone)."""
+        parallel sampling scan (without it planning samples on ``store`` alone).
+        ``hooks`` are heard besides the metrics and the log lines."""
         self.settings = settings
         self.engine = engine
         self.store = store
@@ -70,8 +72,7 @@ class Master:
         self.job = job
         self.me = new_identity()
         self.on_tick = on_tick
-        self._next_observe = 0.0
-        self._observed_state: RunState | None = None
+        self.hooks = MasterFanOut([MasterMetrics(engine), MasterLog(), *hooks])
         self._healthy_since = time.monotonic()
         """Since when this master has ticked without a database outage: dead-worker
         takeover waits ``worker_dead_seconds`` after it (workers could not beat either)."""
@@ -104,20 +105,14 @@ class Master:
                 again = run_repo.latest_run(conn, self.job.name, day)
             assert again is not None
             return again
-        log.info("run %s created", created.label, extra=fields(run=created.label, master=self.me))
+        self.hooks.created(self.me, created)
         return created
 
     def acquire(self, run: RunInfo) -> None:
         force = run.owner is not None and is_local_and_dead(run.owner, self.me)
         with self.engine.begin() as conn:
             run_repo.acquire(conn, run.id, self.me, self.settings.master_stale_seconds, force=force)
-        log.info(
-            "run %s: master %s took ownership%s",
-            run.label,
-            self.me,
-            f" from dead {run.owner}" if force else "",
-            extra=fields(run=run.label, master=self.me),
-        )
+        self.hooks.acquired(self.me, run, run.owner if force else None)
 
     # -- the loop --------------------------------------------------------
     def drive(self, day: dt.date, *, rerun: bool = False) -> Outcome:
@@ -125,12 +120,7 @@ class Master:
         url, deadline = self.settings.database_url, self.settings.connect_deadline_seconds
         run = self._open_run_waiting(day, rerun=rerun)
         if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
-            log.info(
-                "run %s is already %s",
-                run.label,
-                run.state.value,
-                extra=fields(run=run.label, master=self.me),
-            )
+            self.hooks.already_final(self.me, run)
             return Outcome(run, run.state, run.error, 0.0)
         retrying(url, lambda: self.acquire(run), deadline=deadline, what=f"run {run.label}")
         try:
@@ -139,10 +129,7 @@ class Master:
             self._release(run)
         final = retrying(url, lambda: self._read(run.id), deadline=deadline, what=run.label)
         seconds = time.monotonic() - started
-        metrics.RUN_DURATION.labels(run.job, run.day.isoformat()).set(seconds)
-        if final.state is RunState.SUCCEEDED:
-            metrics.LAST_SUCCESS.labels(run.job).set_to_current_time()
-        self._observe(final)
+        self.hooks.finished(self.me, final, seconds)
         return Outcome(final, state, final.error, seconds)
 
     def _open_run_waiting(self, day: dt.date, *, rerun: bool) -> RunInfo:
@@ -158,13 +145,7 @@ class Master:
             if run is not None:
                 return run
             if not waited:
-                log.info(
-                    "%s %s: waiting for the previous generation's workers to let go of "
-                    "their chunks (at most one lease)",
-                    self.job.name,
-                    day.isoformat(),
-                    extra=fields(master=self.me),
-                )
+                self.hooks.waiting_for_previous(self.me, self.job.name, day.isoformat())
                 waited = True
             time.sleep(1.0)
 
@@ -180,12 +161,7 @@ class Master:
             with db_errors(self.settings.database_url), self.engine.begin() as conn:
                 run_repo.release(conn, run.id, self.me)
         except ServiceUnavailable as exc:
-            log.warning(
-                "run %s: could not release ownership: %s",
-                run.label,
-                exc,
-                extra=fields(run=run.label, master=self.me),
-            )
+            self.hooks.release_failed(self.me, run, exc)
 
     def _loop(self, run: RunInfo) -> RunState:
         """Tick until the run is terminal, riding out service outages (a database,
@@ -219,10 +195,9 @@ class Master:
             run_repo.heartbeat(conn, run_id, self.me)
             run = run_repo.get_run(conn, run_id)
         assert run is not None
-        metrics.MASTER_HEARTBEAT.labels(run.job, run.day.isoformat()).set_to_current_time()
+        self.hooks.ticked(self.me, run)
         if self.on_tick is not None:
             self.on_tick(run)
-        self._observe(run)
         if run.state in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED):
             return run.state, True
         if run.cancel_requested:
@@ -235,38 +210,12 @@ class Master:
                     actor=self.me,
                     error="cancelled on request",
                 )
-            log.warning(
-                "run %s cancelled on request",
-                run.label,
-                extra=fields(run=run.label, master=self.me),
-            )
+            self.hooks.cancelled(self.me, run)
             return None, True
         if run.state is RunState.PLANNING:
             self.plan(run)
             return None, True
         return None, self.step(run)
-
-    def _observe(self, run: RunInfo, *, every: float = 2.0) -> None:
-        """Refresh the run gauges (at most every ``every`` seconds: they cost queries)."""
-        now = time.monotonic()
-        if now < self._next_observe and run.state is self._observed_state:
-            return
-        self._next_observe, self._observed_state = now + every, run.state
-        job, day = run.job, run.day.isoformat()
-        for state in RunState:
-            metrics.RUN_STATE.labels(job, day, state.value).set(1 if state is run.state else 0)
-        with self.engine.connect() as conn:
-            counts = chunk_repo.counts_by_stage(conn, run.id)
-            rows = chunk_repo.rows_done(conn, run.id)
-        in_flight = 0
-        for stage in Stage:
-            for cstate in ChunkState:
-                n = counts.get((stage.value, cstate.value), 0)
-                metrics.RUN_CHUNKS.labels(job, day, stage.value, cstate.value).set(n)
-                if cstate in (ChunkState.QUEUED, ChunkState.CLAIMED):
-                    in_flight += n
-        metrics.RUN_IN_FLIGHT.labels(job, day).set(in_flight)
-        metrics.RUN_ROWS.labels(job, day).set(rows)
 
     def plan(self, run: RunInfo) -> None:
         plan = compute_plan(self.store, self.job, run, self.open_store)
@@ -279,13 +228,7 @@ class Master:
         params = run.params
         with self.engine.begin() as conn:
             for chunk_id in chunk_repo.reclaim_expired(conn, run.id, params.max_attempts, self.me):
-                metrics.LEASE_EXPIRIES.labels(run.job).inc()
-                log.warning(
-                    "run %s: chunk %d lease expired, taken back",
-                    run.label,
-                    chunk_id,
-                    extra=fields(run=run.label, stage=stage, chunk=chunk_id, master=self.me),
-                )
+                self.hooks.lease_expired(self.me, run, stage, chunk_id)
             self._take_over_dead_workers(conn, run, stage)
             dead = chunk_repo.first_dead(conn, run.id)
             if dead is not None:
@@ -294,37 +237,21 @@ class Master:
                     f"{dead.error}"
                 )
                 run_repo.move(conn, run.id, run.state, RunState.FAILED, actor=self.me, error=reason)
-                log.error(
-                    "run %s failed: %s",
-                    run.label,
-                    reason,
-                    extra=fields(run=run.label, stage=dead.stage, master=self.me),
-                )
+                self.hooks.failed(self.me, run, dead.stage, reason)
                 return True
             counts = chunk_repo.counts_by_state(conn, run.id, stage)
             total = sum(counts.values())
             if total and counts.get(ChunkState.DONE.value, 0) == total:
                 nxt = NEXT_STATE[run.state]
+                rows, malformed = 0, 0
                 if nxt is RunState.SUCCEEDED:
                     rows, malformed = run_repo.roll_up_counters(conn, run.id)
-                    log.info(
-                        "run %s succeeded: %d rows, %d malformed",
-                        run.label,
-                        rows,
-                        malformed,
-                        extra=fields(run=run.label, stage=stage, master=self.me),
-                    )
-                else:
-                    log.info(
-                        "run %s: map done, reducing",
-                        run.label,
-                        extra=fields(run=run.label, stage=stage, master=self.me),
-                    )
+                self.hooks.stage_done(self.me, run, stage, nxt, rows, malformed)
                 run_repo.move(conn, run.id, run.state, nxt, actor=self.me)
                 return True
         sent = dispatch(self.engine, self.publisher, run, stage, self.me)
         if sent:
-            metrics.HINTS_PUBLISHED.labels(run.job).inc(sent)
+            self.hooks.published(self.me, run, sent)
         return False
 
     def _take_over_dead_workers(self, conn: Connection, run: RunInfo, stage: Stage) -> None:
@@ -337,11 +264,4 @@ class Master:
             return
         taken = chunk_repo.reclaim_orphaned(conn, run.id, run.params.max_attempts, self.me, dead_s)
         for chunk_id in taken:
-            metrics.WORKER_DEAD_TAKEOVERS.labels(run.job).inc()
-            log.warning(
-                "run %s: chunk %d taken back: its worker was not seen for %gs",
-                run.label,
-                chunk_id,
-                dead_s,
-                extra=fields(run=run.label, stage=stage, chunk=chunk_id, master=self.me),
-            )
+            self.hooks.worker_dead(self.me, run, stage, chunk_id, dead_s)

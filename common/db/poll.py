@@ -2,7 +2,7 @@
 
 ``db://`` has no broker: its consumer polls the database for queued chunks. The
 transport seam does not know about engines, so the composition root
-(``common/runtime.py``) binds the query to its engine here and hands the
+(``nightfold/ops/runtime.py``) binds the query to its engine here and hands the
 consumer a plain function.
 """
 
