@@ -30,7 +30,7 @@ from bench.common import (
     summaries_digest,
     wait_rusage,
 )
-from nightfold.common.jobs.base import MapOutput
+from nightfold.common.jobs.base import MapOutput, fold_rows
 from nightfold.common.keys import SEP, day_ranges, day_token
 from nightfold.common.store import HBaseURL, parse_store_url
 from nightfold.jobs.merchant_daily import MerchantDaily
@@ -47,16 +47,8 @@ def bare_loop(url: str) -> dict[str, Any]:
     out: MapOutput[Any] = MapOutput()
     raw = conn.table(job.raw_table)
     for key_range in day_ranges(DAY, SALT_BUCKETS):
-        batch = []
-        for row in raw.scan(
-            row_start=key_range.start, row_stop=key_range.end, batch_size=SCAN_BATCH
-        ):
-            batch.append(row)
-            if len(batch) >= SCAN_BATCH:
-                job.map_rows(batch, out)
-                batch = []
-        if batch:
-            job.map_rows(batch, out)
+        rows = raw.scan(row_start=key_range.start, row_stop=key_range.end, batch_size=SCAN_BATCH)
+        fold_rows(job, rows, out, SCAN_BATCH)
     summaries = {g: job.finalize(g, out.partials[g]) for g in sorted(out.partials)}
     if BARE_SUMMARY_TABLE.encode() not in conn.tables():
         conn.create_table(BARE_SUMMARY_TABLE, {"s": {"max_versions": 1}})

@@ -22,7 +22,7 @@ from typing import Any
 
 from nightfold.common.db.chunks import Claim
 from nightfold.common.errors import CellTooLarge, CorruptPartial
-from nightfold.common.jobs.base import Job, MapOutput
+from nightfold.common.jobs.base import Job, MapOutput, fold_rows
 from nightfold.common.keys import (
     PARTIAL_FAMILY,
     PARTIALS_TABLE,
@@ -32,7 +32,7 @@ from nightfold.common.keys import (
     summary_prefix,
 )
 from nightfold.common.states import Stage
-from nightfold.common.store.base import Columns, Row, Store
+from nightfold.common.store.base import Columns, Store
 from nightfold.worker import cells as partial_cells
 from nightfold.worker.heartbeat import LeaseKeeper
 from nightfold.worker.reconcile import owned_by, reconcile
@@ -54,17 +54,9 @@ def execute(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Re
 def run_map(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:
     params = claim.run.params
     out: MapOutput[Any] = MapOutput()
-    batch: list[Row] = []
     size = params.scan_batch
-    for row in store.scan(job.raw_table, claim.key_range, batch_size=size):
-        batch.append(row)
-        if len(batch) >= size:
-            job.map_rows(batch, out)
-            lease.tick(out.rows_read, row[0])
-            batch = []
-    if batch:
-        job.map_rows(batch, out)
-    lease.tick(out.rows_read, batch[-1][0] if batch else None)
+    scan = store.scan(job.raw_table, claim.key_range, batch_size=size)
+    fold_rows(job, scan, out, size, lambda last: lease.tick(out.rows_read, last))
     buckets: dict[int, dict[bytes, bytes]] = {}
     prefix = PARTIAL_FAMILY.encode() + b":"
     for group, partial in out.partials.items():

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
+
+from nightfold.common.store.base import in_batches
 
 P = TypeVar("P")
 
@@ -64,3 +66,23 @@ class Job(ABC, Generic[P]):
     def bucket(self, group: str, buckets: int) -> int:
         """The reduce bucket of a group: a stable hash, never Python's salted ``hash``."""
         return zlib.crc32(group.encode()) % buckets
+
+
+def fold_rows(
+    job: Job[Any],
+    rows: Iterable[tuple[bytes, Mapping[bytes, bytes]]],
+    out: MapOutput[Any],
+    batch_size: int,
+    after_batch: Callable[[bytes], None] | None = None,
+) -> None:
+    """Feed ``rows`` to ``job.map_rows``, ``batch_size`` at a time, into ``out``.
+
+    The one fold of a scan: a map chunk, ``nightfold verify``'s oracle and the
+    bench's bare loop all call ``map_rows`` once per scan batch, so they fold the
+    same batches. ``after_batch`` gets each batch's last key (a map chunk beats its
+    lease there, recording its progress).
+    """
+    for batch in in_batches(rows, batch_size):
+        job.map_rows(batch, out)
+        if after_batch is not None:
+            after_batch(batch[-1][0])

@@ -12,10 +12,11 @@ summaries equal these byte for byte, the pipeline did its job.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from nightfold.common.jobs.base import Job, MapOutput
+from nightfold.common.jobs.base import Job, MapOutput, fold_rows
 from nightfold.common.keys import SEP, day_ranges, day_token, prefix_range
 from nightfold.common.store.base import Row, Store
 
@@ -77,16 +78,16 @@ def _fold(
     """
     out: MapOutput[Any] = MapOutput()
     scanned = 0
-    for key_range in day_ranges(day, salt_buckets):
-        batch: list[Row] = []
-        for row in store.scan(job.raw_table, key_range, batch_size=batch_size):
+
+    def counted(rows: Iterable[Row]) -> Iterator[Row]:
+        nonlocal scanned
+        for row in rows:
             scanned += 1
-            batch.append(row)
-            if len(batch) >= batch_size:
-                job.map_rows(batch, out)
-                batch = []
-        if batch:
-            job.map_rows(batch, out)
+            yield row
+
+    for key_range in day_ranges(day, salt_buckets):
+        rows = store.scan(job.raw_table, key_range, batch_size=batch_size)
+        fold_rows(job, counted(rows), out, batch_size)
     return out, scanned
 
 
