@@ -29,6 +29,7 @@ from nightfold.common.db.chunks import Claim
 from nightfold.common.db.engine import make_engine
 from nightfold.common.db.migrate import upgrade
 from nightfold.common.db.models import Chunk, RunEvent
+from nightfold.common.db.poll import queued_chunks
 from nightfold.common.db.runs import RunInfo
 from nightfold.common.errors import AccessRefused
 from nightfold.common.jobs import get_job, register
@@ -351,7 +352,7 @@ def consumer_loop(b: Backends, **kw: Any) -> ConsumerLoop:
     return ConsumerLoop(
         b.settings,
         proc,
-        lambda: DbPollConsumer(b.engine, b.settings.database_url),
+        lambda: DbPollConsumer(queued_chunks(b.engine, b.settings.database_url)),
         b.open_store,  # each processing thread opens and closes its own
         Hooks(),
         **kw,
@@ -418,7 +419,7 @@ def test_consumer_loop_gives_up_when_refused(backends: Backends) -> None:
     loop = ConsumerLoop(
         backends.settings,
         processor(backends, Recorder()),
-        lambda: DbPollConsumer(backends.engine, backends.settings.database_url),
+        lambda: DbPollConsumer(queued_chunks(backends.engine, backends.settings.database_url)),
         refused,
         Hooks(),
     )
