@@ -96,7 +96,12 @@ def test_gc_deletes_finished_generations_partials_and_records_it(
     runs = [_create(engine, g) for g in (1, 2, 3)]
     with engine.begin() as conn:
         assert run_repo.move(conn, runs[0].id, RunState.PLANNING, RunState.FAILED, actor="t")
-        assert run_repo.move(conn, runs[1].id, RunState.PLANNING, RunState.SUCCEEDED, actor="t")
+        for src, dst in (
+            (RunState.PLANNING, RunState.MAPPING),
+            (RunState.MAPPING, RunState.REDUCING),
+            (RunState.REDUCING, RunState.SUCCEEDED),
+        ):  # the legal path: the repository refuses planning -> succeeded
+            assert run_repo.move(conn, runs[1].id, src, dst, actor="t")
     store = open_store(f"local://{tmp_path}/store.sqlite")
     try:
         store.ensure_table(PARTIALS_TABLE, [PARTIAL_FAMILY])
