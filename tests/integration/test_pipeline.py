@@ -17,9 +17,10 @@ from tests.support.pipeline import (
     PIPELINE_DAY,
     PIPELINE_ROWS,
     Cluster,
+    assert_no_chunk_done_twice,
+    assert_verifies,
     chunk_counts,
     claimed_by,
-    done_events_per_chunk,
     event_count,
     kill,
     run_state,
@@ -32,18 +33,6 @@ ROWS = PIPELINE_ROWS
 pytestmark = pytest.mark.slow
 
 
-def _verify(cluster: Cluster) -> None:
-    res = cluster.cli("verify", "--day", DAY)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "OK" in res.stdout
-
-
-def _no_chunk_done_twice(db: Engine) -> None:
-    per_chunk = done_events_per_chunk(db)
-    assert per_chunk, "no chunk completed"
-    assert max(per_chunk.values()) == 1, per_chunk
-
-
 def test_two_workers_verify(cluster: Cluster, db: Engine) -> None:
     # Given two workers and a master
     cluster.worker()
@@ -53,8 +42,8 @@ def test_two_workers_verify(cluster: Cluster, db: Engine) -> None:
     assert master.wait(timeout=300) == 0, cluster.log_tail()
     # Then the run succeeded and the summaries equal the oracle's
     assert run_state(db) == "succeeded"
-    _verify(cluster)
-    _no_chunk_done_twice(db)
+    assert_verifies(cluster, DAY)
+    assert_no_chunk_done_twice(db)
     # And every malformed row is quarantined with its reason, none twice
     status = json.loads(cluster.cli("status", "--json").stdout)
     malformed = status["runs"][0]["rows_malformed"]
@@ -82,8 +71,8 @@ def test_master_killed_mid_map_resumes(cluster: Cluster, db: Engine) -> None:
     # Then it resumes, the run succeeds, verify passes, no done chunk was redone
     assert restarted.wait(timeout=300) == 0, cluster.log_tail()
     assert done_before < sum(chunk_counts(db).values())
-    _verify(cluster)
-    _no_chunk_done_twice(db)
+    assert_verifies(cluster, DAY)
+    assert_no_chunk_done_twice(db)
 
 
 def test_worker_killed_mid_chunk_is_taken_over(cluster: Cluster, db: Engine) -> None:
@@ -98,8 +87,8 @@ def test_worker_killed_mid_chunk_is_taken_over(cluster: Cluster, db: Engine) -> 
     # first), the chunk is taken over, and the numbers are exact
     assert master.wait(timeout=300) == 0, cluster.log_tail()
     assert event_count(db, "lease_expired") + event_count(db, "worker_dead") >= 1
-    _verify(cluster)
-    _no_chunk_done_twice(db)
+    assert_verifies(cluster, DAY)
+    assert_no_chunk_done_twice(db)
 
 
 @pytest.mark.parametrize("rows", [30_000])
@@ -116,8 +105,8 @@ def test_sigterm_lets_a_worker_finish_its_chunk(cluster: Cluster, db: Engine) ->
     # And another worker completes the run exactly
     cluster.worker()
     assert master.wait(timeout=300) == 0, cluster.log_tail()
-    _verify(cluster)
-    _no_chunk_done_twice(db)
+    assert_verifies(cluster, DAY)
+    assert_no_chunk_done_twice(db)
 
 
 @pytest.mark.parametrize("rows", [30_000])

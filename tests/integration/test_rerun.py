@@ -22,6 +22,7 @@ from tests.support.jobs import SlowReduceDaily
 from tests.support.pipeline import (
     PIPELINE_DAY,
     Cluster,
+    assert_verifies,
     chunk_counts,
     claimed_by,
     kill,
@@ -91,14 +92,8 @@ def run_and_correct(cluster: Cluster, store: Store) -> tuple[str, str]:
     """Generation 1 succeeds and verifies; then the raw day is corrected."""
     first = cluster.cli("master", "run", "--day", DAY, "--job", JOB)
     assert first.returncode == 0, first.stdout + first.stderr + cluster.log_tail()
-    _verify(cluster)
+    assert_verifies(cluster, DAY, "--job", JOB)
     return correct_the_raw_day(store, SlowReduceDaily().raw_table)
-
-
-def _verify(cluster: Cluster) -> None:
-    res = cluster.cli("verify", "--day", DAY, "--job", JOB)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "OK" in res.stdout
 
 
 @pytest.mark.parametrize("rows", [20_000])
@@ -114,7 +109,7 @@ def test_rerun_after_a_correction_leaves_exactly_the_new_generation(
     # Then the run succeeds, verify passes, and the stored day is exactly the new one
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr + cluster.log_tail()
     assert run_state(db) == "succeeded"
-    _verify(cluster)
+    assert_verifies(cluster, DAY, "--job", JOB)
     assert_summaries_exact(store, SlowReduceDaily(), gone, broken)
 
 
@@ -146,5 +141,5 @@ def test_rerun_killed_during_its_reduce_still_leaves_exactly_the_new_generation(
     restarted = cluster.master(DAY, "--job", JOB)
     assert restarted.wait(timeout=300) == 0, cluster.log_tail()
     assert run_state(db) == "succeeded"
-    _verify(cluster)
+    assert_verifies(cluster, DAY, "--job", JOB)
     assert_summaries_exact(store, SlowReduceDaily(), gone, broken)

@@ -23,7 +23,7 @@ from nightfold.common.db.models import Chunk, Run, RunEvent
 from nightfold.common.errors import RET_RUN_FAILED
 from nightfold.common.keys import PARTIALS_TABLE, KeyRange
 from nightfold.common.store import Row, open_store
-from tests.support.pipeline import PIPELINE_DAY, Cluster, event_count, run_state
+from tests.support.pipeline import PIPELINE_DAY, Cluster, assert_verifies, event_count, run_state
 
 DAY = PIPELINE_DAY
 LONG_ID_ROWS = 6500
@@ -50,12 +50,6 @@ def _long_id_rows() -> Iterator[Row]:
         )
 
 
-def _verify(cluster: Cluster, *args: str) -> None:
-    res = cluster.cli("verify", "--day", DAY, *args)
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "OK" in res.stdout
-
-
 @pytest.mark.parametrize("rows", [5_000])
 def test_a_partial_larger_than_an_hbase_cell_is_split_and_the_day_verifies(
     cluster: Cluster, db: Engine
@@ -72,7 +66,7 @@ def test_a_partial_larger_than_an_hbase_cell_is_split_and_the_day_verifies(
         # Then it succeeds, and the summaries equal the oracle's
         assert master.wait(timeout=300) == 0, cluster.log_tail()
         assert run_state(db) == "succeeded"
-        _verify(cluster)
+        assert_verifies(cluster, DAY)
         # And no cell in the partials table exceeds the bound; the big group took many
         sizes: list[int] = []
         pieces = 0
@@ -140,4 +134,4 @@ def test_a_deterministic_store_error_kills_the_chunk_and_fails_the_run(
     cluster.worker()
     rerun = cluster.cli("master", "run", "--day", DAY, "--job", "stray_family_daily", "--rerun")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr + cluster.log_tail()
-    _verify(cluster, "--job", "stray_family_daily")
+    assert_verifies(cluster, DAY, "--job", "stray_family_daily")

@@ -22,7 +22,8 @@ from nightfold.common.db.models import Chunk, RunEvent
 from tests.support.pipeline import (
     PIPELINE_DAY,
     Cluster,
-    done_events_per_chunk,
+    assert_no_chunk_done_twice,
+    assert_verifies,
     event_count,
     kill,
     wait_for,
@@ -86,14 +87,6 @@ def _victim_chunk(cluster: Cluster, db: Engine, victim: subprocess.Popen[bytes])
     return held[0]
 
 
-def _verify_exact(cluster: Cluster, db: Engine) -> None:
-    res = cluster.cli("verify", "--day", DAY, "--job", "slow_daily")
-    assert res.returncode == 0, res.stdout + res.stderr
-    assert "OK" in res.stdout
-    per_chunk = done_events_per_chunk(db)
-    assert per_chunk and max(per_chunk.values()) == 1, per_chunk
-
-
 @pytest.mark.parametrize("rows", [30_000])
 def test_killed_worker_chunk_is_claimed_again_within_seconds(cluster: Cluster, db: Engine) -> None:
     _setup(cluster)
@@ -114,7 +107,8 @@ def test_killed_worker_chunk_is_claimed_again_within_seconds(cluster: Cluster, d
     # And the run succeeds with exact summaries, no chunk done twice
     assert master.wait(timeout=300) == 0, cluster.log_tail()
     assert event_count(db, "lease_expired") == 0
-    _verify_exact(cluster, db)
+    assert_verifies(cluster, DAY, "--job", "slow_daily")
+    assert_no_chunk_done_twice(db)
 
 
 @pytest.mark.parametrize("rows", [30_000])
@@ -150,5 +144,6 @@ def test_frozen_worker_is_taken_over_and_fenced_out_when_it_wakes(
     assert victim.poll() is None, "the woken worker died instead of carrying on"
     # And the run succeeds exactly, the chunk done once (by attempt 2)
     assert master.wait(timeout=300) == 0, cluster.log_tail()
-    _verify_exact(cluster, db)
+    assert_verifies(cluster, DAY, "--job", "slow_daily")
+    assert_no_chunk_done_twice(db)
     assert _event(db, chunk, "done", 1) is None

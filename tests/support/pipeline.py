@@ -128,3 +128,17 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
 def event_count(engine: Engine, kind: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).where(RunEvent.kind == kind)).scalar_one())
+
+
+def assert_verifies(cluster: Cluster, day: str, *args: str) -> None:
+    """``nightfold verify`` of ``day`` exits 0 and says OK (``args``: e.g. ``--job``)."""
+    res = cluster.cli("verify", "--day", day, *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "OK" in res.stdout
+
+
+def assert_no_chunk_done_twice(engine: Engine) -> None:
+    """Some chunk completed, and none has two ``done`` events (fencing held)."""
+    per_chunk = done_events_per_chunk(engine)
+    assert per_chunk, "no chunk completed"
+    assert max(per_chunk.values()) == 1, per_chunk
