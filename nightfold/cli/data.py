@@ -26,11 +26,38 @@ from nightfold.ops.verify import verify_day
     help="Salt buckets [default: the salt_buckets setting].",
 )
 @click.option("--seed", "seed_value", type=int, default=1, show_default=True)
+@click.option(
+    "--hot-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Share of the rows that go to one merchant (a skewed day).",
+)
+@click.option(
+    "--hot-customers",
+    type=click.IntRange(1, 10**8),
+    default=None,
+    help="Distinct customers of the hot merchant's orders [default: drawn as for the others].",
+)
+@click.option(
+    "--hot-products",
+    type=click.IntRange(1, 10**7),
+    default=None,
+    help="Distinct products of its own for the hot merchant [default: the shared catalog].",
+)
 @with_runtime(salt_buckets="salt_buckets")
 def seed_cmd(
-    rt: Runtime, day: dt.date, rows: int, merchants: int, seed_value: int, **_: object
+    rt: Runtime,
+    day: dt.date,
+    rows: int,
+    merchants: int,
+    seed_value: int,
+    hot_share: float,
+    hot_customers: int | None,
+    hot_products: int | None,
+    **_: object,
 ) -> None:
-    """Write one day of realistic raw orders (same --seed, same rows)."""
+    """Write one day of realistic raw orders (same --seed, same rows; --hot-* skew it)."""
     store = rt.store()
     started = time.monotonic()
     try:
@@ -41,6 +68,9 @@ def seed_cmd(
             merchants=merchants,
             salt_buckets=rt.settings.salt_buckets,
             seed=seed_value,
+            hot_share=hot_share,
+            hot_customers=hot_customers,
+            hot_products=hot_products,
         )
     finally:
         store.close()

@@ -12,6 +12,14 @@ Row key ``SS|YYYYMMDD|m000123|o0000004567`` (salt = crc32(order id) % buckets),
 cells in family ``o``: merchant, customer, product, amount_cents, currency,
 status, ts. A ``malformed_share`` of rows, evenly spaced and cycling through
 :data:`MALFORMED_KINDS`, is broken in one way each.
+
+Skew on demand (``hot_share``): that share of the rows goes to one merchant,
+the busiest one, as on a day where one big online shop dominates. Its orders
+can come from ``hot_customers`` distinct customers and ``hot_products``
+distinct products of its own (ids ``c``/``h``, handed out in turn so the
+distinct counts are exact), which is what makes its group large in memory.
+With ``hot_share = 0`` (the default) no extra random number is drawn, so the
+plain days stay byte-identical to what earlier versions seeded.
 """
 
 from __future__ import annotations
@@ -81,6 +89,40 @@ def _pick(rng: random.Random, cumulative: Sequence[float]) -> int:
     return min(index, len(cumulative) - 1)
 
 
+class Hot:
+    """The one dominating merchant of a skewed day (see the module docstring)."""
+
+    def __init__(self, share: float, customers: int | None, products: int | None) -> None:
+        if not 0.0 <= share <= 1.0:
+            raise ConfigError(f"hot share must be within 0..1, got {share}")
+        if customers is not None and not 1 <= customers <= 10**8:
+            raise ConfigError("hot customers must be 1..100000000")
+        if products is not None and not 1 <= products <= 10**7:
+            raise ConfigError("hot products must be 1..10000000")
+        self.share = share
+        self.customers = customers
+        self.products = products
+        self.count = 0
+
+    def next_customer_product(self) -> tuple[bytes | None, bytes | None]:
+        """The next hot order's own customer and product ids (None: draw as usual)."""
+        n = self.count
+        self.count += 1
+        customer = None if self.customers is None else b"c%08d" % (n % self.customers)
+        # 7919 is prime: consecutive orders spread over the products, every one used.
+        product = None
+        if self.products is not None:
+            product = b"h%07d" % (
+                n * 7919 % self.products if self.products % 7919 else n % self.products
+            )
+        return customer, product
+
+
+def _hot_price(product: bytes) -> int:
+    """A hot product's list price in cents, stable forever (99..20098)."""
+    return 99 + zlib.crc32(product) % 20000
+
+
 def _check(rows: int, merchants: int, products: int, customers: int, share: float) -> None:
     if rows < 0 or rows >= 10**10:
         raise ConfigError(f"rows must be 0..9999999999, got {rows}")
@@ -102,11 +144,15 @@ def generate_rows(
     salt_buckets: int = 16,
     seed: int = 1,
     malformed_share: float = 0.005,
+    hot_share: float = 0.0,
+    hot_customers: int | None = None,
+    hot_products: int | None = None,
 ) -> Iterator[Row]:
     """Yield ``rows`` raw order rows of ``day``; same arguments, same rows, byte for byte.
 
     Rows come in order-id order (not key order). Exactly
-    ``floor(rows * malformed_share)`` of them are malformed. Raises
+    ``floor(rows * malformed_share)`` of them are malformed. ``hot_*`` skew
+    the day towards one merchant (module docstring). Raises
     :class:`ConfigError` for arguments out of range.
     """
     _check(rows, merchants, products, customers, malformed_share)
@@ -114,8 +160,9 @@ def generate_rows(
         raise ConfigError(f"salt buckets must be 1..100, got {salt_buckets}")
     # Checked eagerly (this is not a generator function), so bad arguments fail
     # before seed_day creates anything.
+    hot = Hot(hot_share, hot_customers, hot_products)
     catalog = _Catalog(merchants, products, seed)
-    return _rows(day, rows, catalog, customers, salt_buckets, seed, malformed_share)
+    return _rows(day, rows, catalog, customers, salt_buckets, seed, malformed_share, hot)
 
 
 def _rows(
@@ -126,6 +173,7 @@ def _rows(
     salt_buckets: int,
     seed: int,
     malformed_share: float,
+    hot: Hot,
 ) -> Iterator[Row]:
     rng = random.Random(f"nightfold-orders:{seed}:{day.isoformat()}")
     midnight = int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp())
@@ -137,18 +185,26 @@ def _rows(
     for i in range(rows):
         order_id = f"o{i:010d}"
         salt = zlib.crc32(order_id.encode()) % salt_buckets
-        merchant = catalog.merchant_ids[_pick(rng, catalog.merchant_cum)]
+        is_hot = hot.share > 0 and rng.random() < hot.share
+        merchant = catalog.merchant_ids[0 if is_hot else _pick(rng, catalog.merchant_cum)]
         product = _pick(rng, catalog.product_cum)
+        product_id = catalog.product_ids[product]
         quantity = _pick(rng, quantity_cum) + 1
-        amount = catalog.prices[product] * quantity
+        price = catalog.prices[product]
+        own_customer, own_product = hot.next_customer_product() if is_hot else (None, None)
+        if own_product is not None:
+            product_id, price = own_product, _hot_price(own_product)
+        amount = price * quantity
         if rng.random() < 0.1:  # a discount code: 5..20 % off
             amount = amount * (100 - rng.randint(5, 20)) // 100
         ts = midnight + _pick(rng, hour_cum) * 3600 + rng.randrange(3600)
         key = raw_key(salt, day, merchant, order_id)
         cells: dict[bytes, bytes] = {
             _MERCHANT: merchant.encode(),
-            _CUSTOMER: b"c%08d" % rng.randrange(customers),
-            _PRODUCT: catalog.product_ids[product],
+            _CUSTOMER: b"c%08d" % rng.randrange(customers)
+            if own_customer is None
+            else own_customer,
+            _PRODUCT: product_id,
             _AMOUNT: b"%d" % amount,
             _CURRENCY: catalog.currencies[merchant],
             _STATUS: b"paid" if rng.random() < 0.95 else b"refunded",

@@ -196,3 +196,33 @@ def test_seed_day_writes_the_generated_rows(tmp_path: Path) -> None:
         store.close()
     # Then the table holds exactly the generated rows, in key order
     assert stored == sorted(generate_rows(DAY, 1500, salt_buckets=4))
+
+
+def test_hot_share_zero_keeps_plain_days_identical() -> None:
+    """Skew options off: the same bytes as a day seeded without them (fixed targets stay)."""
+    day = dt.date(2026, 3, 4)
+    assert list(generate_rows(day, 3000)) == list(generate_rows(day, 3000, hot_share=0.0))
+
+
+def test_hot_merchant_takes_its_share_with_its_own_customers_and_products() -> None:
+    day = dt.date(2026, 3, 4)
+    rows = list(
+        generate_rows(
+            day, 20000, hot_share=0.5, hot_customers=8000, hot_products=900, malformed_share=0
+        )
+    )
+    by_merchant = Counter(cells[b"o:merchant"] for _, cells in rows)
+    hot, hot_rows = by_merchant.most_common(1)[0]
+    assert 0.45 < hot_rows / len(rows) < 0.6
+    own = [c for _, c in rows if c[b"o:merchant"] == hot and c[b"o:product"].startswith(b"h")]
+    assert len({c[b"o:product"] for c in own}) == 900
+    assert len({c[b"o:customer"] for c in own}) == 8000
+    assert list(generate_rows(day, 500, hot_share=0.5)) == list(
+        generate_rows(day, 500, hot_share=0.5)
+    )
+
+
+@pytest.mark.parametrize("kw", [{"hot_share": 1.5}, {"hot_customers": 0}, {"hot_products": 10**8}])
+def test_hot_options_out_of_range_are_config_errors(kw: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        generate_rows(dt.date(2026, 3, 4), 10, **kw)  # type: ignore[arg-type]
