@@ -94,6 +94,24 @@ def partial_key(job: str, day: dt.date, generation: int, bucket: int, chunk_inde
     return partial_prefix(job, day, generation, bucket) + b"%06d" % chunk_index
 
 
+COMBINE_MARK = b"c"
+"""Marks a run's combine inputs inside its partials prefix: ``job|day|gen|c<bucket>|``
+never starts like a reduce bucket's ``job|day|gen|<bucket>|`` (digits), so a reduce
+scan never sees them, and ``gc`` (the whole run prefix) removes them with the partials."""
+
+
+def combine_prefix(job: str, day: dt.date, generation: int, bucket: int) -> bytes:
+    """Key prefix of the per-shard results a combine item (one per bucket) reads."""
+    return partial_prefix(job, day, generation) + COMBINE_MARK + b"%04d" % bucket + SEP
+
+
+def combine_key(job: str, day: dt.date, generation: int, bucket: int, reduce_index: int) -> bytes:
+    """Where reduce item ``reduce_index`` leaves the shard results of combine item
+    ``bucket``'s groups: derived only from the run and the two items, so a redone
+    reduce overwrites the same cells with the same bytes."""
+    return combine_prefix(job, day, generation, bucket) + b"%06d" % reduce_index
+
+
 def summary_prefix(day: dt.date) -> bytes:
     """Key prefix of one day's summary rows, ``YYYYMMDD|``: fixed width, so no other day's."""
     return day_token(day) + SEP

@@ -20,6 +20,9 @@ class RunState(StrEnum):
     PLANNING = "planning"
     MAPPING = "mapping"
     REDUCING = "reducing"
+    COMBINING = "combining"
+    """Only for jobs that shard groups (``Job.sharded``): the per-shard results
+    of the reduce are combined into each group's summary row."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -36,14 +39,21 @@ class ChunkState(StrEnum):
 class Stage(StrEnum):
     MAP = "map"
     REDUCE = "reduce"
+    COMBINE = "combine"
+    """Planned only for a sharded job: one item per reduce bucket, after the reduce."""
 
 
 TERMINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
+WORKING_RUN_STATES = (RunState.MAPPING, RunState.REDUCING, RunState.COMBINING)
+"""The states in which workers claim and execute chunks (a stage is running)."""
 
 RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.PLANNING: frozenset({RunState.MAPPING, RunState.FAILED, RunState.CANCELLED}),
     RunState.MAPPING: frozenset({RunState.REDUCING, RunState.FAILED, RunState.CANCELLED}),
-    RunState.REDUCING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}),
+    RunState.REDUCING: frozenset(
+        {RunState.COMBINING, RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}
+    ),
+    RunState.COMBINING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}),
     RunState.SUCCEEDED: frozenset(),
     RunState.FAILED: frozenset(),
     RunState.CANCELLED: frozenset(),

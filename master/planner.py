@@ -24,6 +24,7 @@ from nightfold.common.keys import (
     PARTIAL_FAMILY,
     PARTIALS_TABLE,
     KeyRange,
+    combine_prefix,
     day_ranges,
     partial_prefix,
     prefix_range,
@@ -50,6 +51,10 @@ class Plan:
     @property
     def map_chunks(self) -> int:
         return sum(1 for s in self.specs if s.stage is Stage.MAP)
+
+    @property
+    def reduce_items(self) -> int:
+        return sum(1 for s in self.specs if s.stage is Stage.REDUCE)
 
 
 def sample_keys(
@@ -126,6 +131,10 @@ def compute_plan(
     for bucket in range(params.reduce_buckets):
         prefix = partial_prefix(run.job, run.day, run.generation, bucket)
         specs.append(ChunkSpec(Stage.REDUCE, bucket, prefix_range(prefix)))
+    if job.sharded:  # the groups' shards meet again in one combine item per bucket
+        for bucket in range(params.reduce_buckets):
+            prefix = combine_prefix(run.job, run.day, run.generation, bucket)
+            specs.append(ChunkSpec(Stage.COMBINE, bucket, prefix_range(prefix)))
     return Plan(specs=specs, rows_estimate=rows)
 
 
@@ -135,10 +144,11 @@ def record_plan(conn: Connection, run: RunInfo, plan: Plan, actor: str) -> bool:
     if not plan_repo.record_plan(conn, run.id, plan.specs, actor):
         return False
     log.info(
-        "run %s planned: %d map chunks, %d reduce items, ~%d rows",
+        "run %s planned: %d map chunks, %d reduce items, %d combine items, ~%d rows",
         run.label,
         plan.map_chunks,
-        len(plan.specs) - plan.map_chunks,
+        plan.reduce_items,
+        len(plan.specs) - plan.map_chunks - plan.reduce_items,
         plan.rows_estimate,
     )
     return True

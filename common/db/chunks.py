@@ -20,7 +20,13 @@ from nightfold.common.db.models import Chunk, QuarantinedRow, Run, Worker
 from nightfold.common.db.runs import RunInfo, run_info
 from nightfold.common.errors import ChunkLost
 from nightfold.common.keys import KeyRange
-from nightfold.common.states import ChunkState, RunState, Stage, after_failure, check_chunk_move
+from nightfold.common.states import (
+    WORKING_RUN_STATES,
+    ChunkState,
+    Stage,
+    after_failure,
+    check_chunk_move,
+)
 
 
 @dataclass(frozen=True)
@@ -347,7 +353,7 @@ def claimable(conn: Connection, limit: int, exclude: Sequence[int] = ()) -> list
         .where(
             Chunk.state == ChunkState.QUEUED.value,
             Run.cancel_requested.is_(False),
-            Run.state.in_([RunState.MAPPING.value, RunState.REDUCING.value]),
+            Run.state.in_([s.value for s in WORKING_RUN_STATES]),
         )
         .order_by(Chunk.run_id, Chunk.idx)
         .limit(limit)
@@ -385,7 +391,7 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
     live_run = exists().where(
         Run.id == Chunk.run_id,
         Run.cancel_requested.is_(False),
-        Run.state.in_([RunState.MAPPING.value, RunState.REDUCING.value]),
+        Run.state.in_([s.value for s in WORKING_RUN_STATES]),
     )
     moved = move(
         conn,
@@ -463,7 +469,7 @@ def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None
         select(Run.cancel_requested, Run.state).where(Run.id == c.run.id)
     ).one()
     # a finished run (failed, cancelled, or reset) wants no more writes from this claim
-    return bool(cancelled) or state not in (RunState.MAPPING.value, RunState.REDUCING.value)
+    return bool(cancelled) or state not in {s.value for s in WORKING_RUN_STATES}
 
 
 QUARANTINE_LIMIT = 10_000
