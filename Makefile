@@ -65,7 +65,7 @@ integration: services-up
 # lint and type-check first (cheap), then the services, then every test.
 test: lint typecheck services-up
 	set -a && source .nightfold/services.env && set +a && \
-	  $(BIN)/python -m pytest -ra tests examples/hourly_orders/tests $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest -ra tests examples/hourly_orders/tests examples/merchant_sketch/tests $(PYTEST_ARGS)
 	# last and on their own: the fault tests restart the services (>= 20 randomized trials)
 	set -a && source .nightfold/services.env && set +a && \
 	  $(BIN)/python -m pytest -ra tests/faults

@@ -68,6 +68,19 @@ class Job(ABC, Generic[P]):
     def finalize(self, group: str, partial: P) -> dict[bytes, bytes]:
         """The summary cells (``b"s:field" -> canonical bytes``) of one fully merged group."""
 
+    sketched: ClassVar[frozenset[str]] = frozenset()
+    """Summary fields (``s:<field>``) that are estimates from a mergeable sketch
+    (``nightfold.sketches``), by the job's choice: each has a ``<field>_bounds``
+    cell beside it, ``[lo, hi]``, and ``nightfold verify`` checks that the exact
+    value (from :meth:`exact_twin`) lies within them instead of comparing bytes.
+    Every other field is exact and compared byte for byte."""
+
+    def exact_twin(self) -> Job[Any]:
+        """The job that computes every sketched field exactly, under the same field
+        names (no ``_bounds`` cells): ``nightfold verify``'s oracle. A job without
+        sketched fields is its own twin."""
+        return self
+
     def merge_into(self, acc: P, other: P) -> P:
         """Fold ``other`` into ``acc`` and return the result; a reducer that owns ``acc``
         (a freshly decoded partial) calls this, so a job may override it to update
