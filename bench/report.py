@@ -34,6 +34,11 @@ SUMMARY_KEYS = (
     "worker_peak_rss_mib",
     "worker_peak_rss_mib_4x_chunk",
     "master_peak_rss_mib",
+    "hot_worker_peak_rss_mib",
+    "uniform_worker_peak_rss_mib",
+    "hot_wall_ratio",
+    "hot_exact",
+    "sketch_within_bounds",
     "rows",
     "commit",
 )
@@ -52,6 +57,7 @@ def collect() -> dict[str, dict[str, Any] | None]:
         "worker_kill",
         "celery_compare",
         "memory",
+        "hot",
     )
     return {n: read_result(n) for n in (*names, "profile", "run_all")}
 
@@ -76,6 +82,11 @@ def summary(results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
         "worker_peak_rss_mib_4x_chunk": _get(m, "worker_peak_rss_mib_4x_chunk")
         or _get(o, "worker_peak_rss_mib_4x_chunk"),
         "master_peak_rss_mib": _get(m, "master_peak_rss_mib") or _get(c, "master_peak_rss_mib"),
+        "hot_worker_peak_rss_mib": _get(results["hot"], "hot_worker_peak_rss_mib"),
+        "uniform_worker_peak_rss_mib": _get(results["hot"], "uniform_worker_peak_rss_mib"),
+        "hot_wall_ratio": _get(results["hot"], "hot_wall_ratio"),
+        "hot_exact": _get(results["hot"], "hot_exact"),
+        "sketch_within_bounds": _get(results["hot"], "sketch_within_bounds"),
         "rows": _get(o, "rows") or _get(s, "rows"),
         "commit": git_commit(),
     }
@@ -109,6 +120,13 @@ def targets(s: dict[str, Any]) -> dict[str, Any]:
             lambda v: max(v, s["worker_peak_rss_mib_4x_chunk"] or 0) <= 256,
         ),
         "master_peak_rss_mib <= 200": check(s["master_peak_rss_mib"], lambda v: v <= 200),
+        "hot_worker_peak_rss_mib <= 256 and <= 1.5x uniform": check(
+            s["hot_worker_peak_rss_mib"],
+            lambda v: v <= 256 and v <= 1.5 * (s["uniform_worker_peak_rss_mib"] or 0),
+        ),
+        "hot_wall_ratio <= 1.3": check(s["hot_wall_ratio"], lambda v: v <= 1.3),
+        "hot_exact": check(s["hot_exact"], lambda v: v is True),
+        "sketch_within_bounds": check(s["sketch_within_bounds"], lambda v: v is True),
     }
 
 
@@ -241,12 +259,23 @@ def _met(flag: bool | None) -> str:
     return "—" if flag is None else ("met" if flag else "**missed**")
 
 
+def _hot_day(hot: dict[str, Any]) -> str:
+    sizes = hot.get("sizes")
+    if not sizes:
+        return "not measured"
+    return (
+        f"{sizes['rows']:,} rows, one merchant with {hot.get('hot_distinct_customers', 0):,} "
+        f"customers over {sizes['hot_products']:,} products"
+    )
+
+
 def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]) -> str:
     t = summary_doc["targets"]
     s = summary_doc
     c = results["coordinator"] or {}
     cel = results["celery_compare"] or {}
     wk = results["worker_kill"] or {}
+    hot = results["hot"] or {}
     rows = [
         ("1", "overhead: nightfold (1 worker) / bare loop, wall", _fmt(s["overhead_ratio"], "x"),
          "<= 1.10x", _met(t["overhead_ratio <= 1.10"])),
@@ -284,6 +313,17 @@ def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]
         ("6", "master peak RSS, 100k chunks planned and published",
          _fmt(s["master_peak_rss_mib"], " MiB"), "<= 200 MiB",
          _met(t["master_peak_rss_mib <= 200"])),
+        ("8", f"hot day ({_hot_day(hot)}), 2 workers: every worker's peak RSS / uniform day",
+         f"{_fmt(s['hot_worker_peak_rss_mib'], ' MiB')} / "
+         f"{_fmt(s['uniform_worker_peak_rss_mib'], ' MiB')}",
+         "<= 256 MiB and <= 1.5x", _met(t["hot_worker_peak_rss_mib <= 256 and <= 1.5x uniform"])),
+        ("8", "hot day wall / uniform day wall (same rows)", _fmt(s["hot_wall_ratio"], "x"),
+         "<= 1.3x", _met(t["hot_wall_ratio <= 1.3"])),
+        ("8", "hot day exact (verify, merchant_daily)", _fmt(s["hot_exact"]), "yes",
+         _met(t["hot_exact"])),
+        ("8", "sketched example within its bounds on the hot day (distinct customers: "
+              f"{_fmt(hot.get('sketch_hot_distinct_rel_error'))} relative error)",
+         _fmt(s["sketch_within_bounds"]), "yes", _met(t["sketch_within_bounds"])),
     ]  # fmt: skip
     lines = [
         "| # | figure | value | target | |",
