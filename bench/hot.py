@@ -6,7 +6,10 @@ same row count, each run by a master and 2 worker processes on the real services
   against ``uniform_worker_peak_rss_mib`` on the uniform day (targets: <= 256 MiB
   and <= 1.5x the uniform peak);
 - ``hot_wall_ratio``: the hot day's wall over the uniform day's, median of the
-  interleaved pairs (target <= 1.3);
+  interleaved pairs (target <= 1.3); and what sharding costs a uniform day,
+  ``shard_cost_uniform_wall_ratio`` (merchant_daily against the same job unsharded,
+  ``bench.hotjobs``, interleaved too), and the hot day unsharded ("before"): its
+  workers' peak RSS and whether its summaries are the same bytes;
 - ``hot_exact``: ``verify`` of merchant_daily on the hot day (byte-identical to a
   one-process recomputation), and the hot merchant's exact distinct customers;
 - ``sketch_within_bounds``: the sketched example (``examples/merchant_sketch``)
@@ -244,10 +247,13 @@ def verify_sketch(url: str) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     url = f"local://{WORK / 'hot-embedded-store.sqlite'}" if EMBEDDED else store_url()
     seeds = {str(day): ensure_day(url, day) for day in (UNIFORM_DAY, HOT_DAY)}
-    runs: dict[str, list[NightfoldRun]] = {"uniform": [], "hot": []}
-    for rep, variant in interleaved(["uniform", "hot"], REPS):
+    runs: dict[str, list[NightfoldRun]] = {"uniform": [], "hot": [], "uniform_unsharded": []}
+    for rep, variant in interleaved(list(runs), REPS):
         day = HOT_DAY if variant == "hot" else UNIFORM_DAY
-        r = one_run(f"hot-{variant}-{rep}", day, url)
+        unsharded = {"job": "merchant_daily_unsharded", "job_modules": "bench.hotjobs"}
+        r = one_run(
+            f"hot-{variant}-{rep}", day, url, **(unsharded if "unsharded" in variant else {})
+        )
         log(
             f"hot: {variant} rep {rep}: {r.wall_s:.1f} s, workers' peak RSS "
             f"{r.worker_peak_rss_mib} MiB (plan {r.plan_s:.1f} s, map {r.map_s:.1f} s, "
@@ -275,6 +281,9 @@ def run() -> dict[str, Any]:
     hot_peak = max(max(r.worker_peak_rss_mib) for r in runs["hot"])
     uniform_peak = max(max(r.worker_peak_rss_mib) for r in runs["uniform"])
     walls = paired_ratios([r.wall_s for r in runs["hot"]], [r.wall_s for r in runs["uniform"]])
+    costs = paired_ratios(
+        [r.wall_s for r in runs["uniform"]], [r.wall_s for r in runs["uniform_unsharded"]]
+    )
     result = {
         "quick": QUICK,
         "sizes": SIZES,
@@ -285,6 +294,8 @@ def run() -> dict[str, Any]:
         "hot_rss_ratio": round(hot_peak / uniform_peak, 3),
         "hot_wall_ratio": round(median(walls), 3),
         "hot_wall_ratios": [round(w, 3) for w in walls],
+        "shard_cost_uniform_wall_ratio": round(median(costs), 3),
+        "shard_cost_uniform_wall_ratios": [round(c, 3) for c in costs],
         **exact,
         **sketch,
         "hot_unsharded_worker_peak_rss_mib": max(before.worker_peak_rss_mib),
