@@ -33,10 +33,16 @@ from nightfold.worker.heartbeat import LeaseKeeper
 
 
 def write_shard_results(
-    claim: Claim, store: Store, job: Job[Any], merged: dict[str, Any], beat: Callable[[], None]
+    claim: Claim,
+    store: Store,
+    job: Job[Any],
+    merged: dict[str, Any],
+    beat: Callable[[], None],
+    fence: Callable[[], None] = lambda: None,
 ) -> None:
     """End of a sharded reduce item: every merged sub-group compacted, encoded,
-    split into bounded cells, and put in the row of its group's combine item."""
+    split into bounded cells, and put in the row of its group's combine item
+    (after ``fence``: a claim lost or a run cancelled meanwhile writes nothing)."""
     run = claim.run
     params = run.params
     prefix = PARTIAL_FAMILY.encode() + b":"
@@ -46,6 +52,7 @@ def write_shard_results(
         for qualifier, piece in partial_cells.split(name, job.encode(part), params.max_cell_bytes):
             cells[prefix + qualifier] = piece
         beat()
+    fence()
     store.put_many(
         PARTIALS_TABLE,
         [

@@ -100,7 +100,14 @@ def run_reduce(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) ->
         last = key
         lease.tick(read, key)
     if job.sharded:  # one shard of many groups: left compacted for the combine stage
-        combine.write_shard_results(claim, store, job, merged, beat=lambda: lease.tick(read, last))
+        combine.write_shard_results(
+            claim,
+            store,
+            job,
+            merged,
+            beat=lambda: lease.tick(read, last),
+            fence=lambda: lease.tick(read, last, force=True),
+        )
         return Result(read, 0)
     day = claim.run.day
     bound = claim.run.params.max_cell_bytes
