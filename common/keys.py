@@ -112,6 +112,15 @@ def combine_key(job: str, day: dt.date, generation: int, bucket: int, reduce_ind
     return combine_prefix(job, day, generation, bucket) + b"%06d" % reduce_index
 
 
+HOT_COLUMN = PARTIAL_FAMILY.encode() + b":hot"
+
+
+def hot_groups_key(job: str, day: dt.date, generation: int) -> bytes:
+    """Where the planner leaves a run's hot groups (those a sharded job splits): inside
+    the run's partials prefix (``gc`` removes it), apart from every bucket's rows."""
+    return partial_prefix(job, day, generation) + b"hot"
+
+
 def summary_prefix(day: dt.date) -> bytes:
     """Key prefix of one day's summary rows, ``YYYYMMDD|``: fixed width, so no other day's."""
     return day_token(day) + SEP

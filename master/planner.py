@@ -19,13 +19,16 @@ from sqlalchemy import Connection
 from nightfold.common.db import plans as plan_repo
 from nightfold.common.db.chunks import ChunkSpec
 from nightfold.common.db.runs import RunInfo
+from nightfold.common.jobs import shards
 from nightfold.common.jobs.base import Job
 from nightfold.common.keys import (
+    HOT_COLUMN,
     PARTIAL_FAMILY,
     PARTIALS_TABLE,
     KeyRange,
     combine_prefix,
     day_ranges,
+    hot_groups_key,
     partial_prefix,
     prefix_range,
 )
@@ -131,7 +134,11 @@ def compute_plan(
     for bucket in range(params.reduce_buckets):
         prefix = partial_prefix(run.job, run.day, run.generation, bucket)
         specs.append(ChunkSpec(Stage.REDUCE, bucket, prefix_range(prefix)))
-    if job.sharded:  # the groups' shards meet again in one combine item per bucket
+    if job.sharded:  # only the hot groups are split; their shards meet again in combine
+        hot = shards.hot_groups(job, samples, every, params.chunk_rows)
+        if hot is not None:  # written before the plan is recorded: every map chunk reads it
+            key = hot_groups_key(run.job, run.day, run.generation)
+            store.put_many(PARTIALS_TABLE, [(key, {HOT_COLUMN: shards.encode_hot(hot)})])
         for bucket in range(params.reduce_buckets):
             prefix = combine_prefix(run.job, run.day, run.generation, bucket)
             specs.append(ChunkSpec(Stage.COMBINE, bucket, prefix_range(prefix)))

@@ -25,11 +25,29 @@ from nightfold.common.db.chunks import Claim
 from nightfold.common.errors import CorruptPartial
 from nightfold.common.jobs import shards
 from nightfold.common.jobs.base import Job
-from nightfold.common.keys import PARTIAL_FAMILY, PARTIALS_TABLE, combine_key, summary_key
+from nightfold.common.keys import (
+    HOT_COLUMN,
+    PARTIAL_FAMILY,
+    PARTIALS_TABLE,
+    KeyRange,
+    combine_key,
+    hot_groups_key,
+    summary_key,
+)
 from nightfold.common.store.base import Store
 from nightfold.worker import cells as partial_cells
 from nightfold.worker import executor
 from nightfold.worker.heartbeat import LeaseKeeper
+
+
+def hot_groups(store: Store, claim: Claim) -> frozenset[str] | None:
+    """The run's hot groups as the planner left them, or None (none left: shard all)."""
+    run = claim.run
+    key = hot_groups_key(run.job, run.day, run.generation)
+    for found, cells in store.scan(PARTIALS_TABLE, KeyRange(key, key + b"\x00")):
+        if found == key and HOT_COLUMN in cells:
+            return shards.decode_hot(cells[HOT_COLUMN])
+    return None
 
 
 def write_shard_results(

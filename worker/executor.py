@@ -67,7 +67,8 @@ def run_map(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Re
     fold_rows(job, scan, out, size, lambda last: lease.tick(out.rows_read, last))
     buckets: dict[int, dict[bytes, bytes]] = {}
     prefix = PARTIAL_FAMILY.encode() + b":"
-    for group, bucket, partial in shards.bucketed(job, out.partials, params.reduce_buckets):
+    hot = combine.hot_groups(store, claim) if job.sharded else None
+    for group, bucket, partial in shards.bucketed(job, out.partials, params.reduce_buckets, hot):
         cells = buckets.setdefault(bucket, {})
         for qualifier, piece in partial_cells.split(
             group, job.encode(partial), params.max_cell_bytes

@@ -68,6 +68,15 @@ class Job(ABC, Generic[P]):
     def finalize(self, group: str, partial: P) -> dict[bytes, bytes]:
         """The summary cells (``b"s:field" -> canonical bytes``) of one fully merged group."""
 
+    groups_from_keys: ClassVar[bool] = False
+    """Whether :meth:`group_of_key` tells a raw row's group from its key alone: then
+    the planner counts groups in its sampled keys and only the big ones (about
+    ``chunk_rows`` rows or more) are sharded; otherwise a sharded job shards all."""
+
+    def group_of_key(self, key: bytes) -> str | None:
+        """The group of the raw row at ``key`` (None when the key does not say)."""
+        return None
+
     sketched: ClassVar[frozenset[str]] = frozenset()
     """Summary fields (``s:<field>``) that are estimates from a mergeable sketch
     (``nightfold.sketches``), by the job's choice: each has a ``<field>_bounds``

@@ -16,18 +16,30 @@ the top ``k`` of a group is among its shards' tops); the summaries are then
 byte-identical to a plain one-pass recomputation.
 
 The number of shards is the run's ``reduce_buckets``: every reduce item holds
-exactly one shard of every group (the most any number of shards could spread
-them), and a group with few distinct values has few non-empty shards.
+exactly one shard of every sharded group (the most any number of shards could
+spread them).
 
-Sub-group names: ``<group> 0x1F <shard:%04d>``. Every sub-group of a sharded job
-carries the suffix, so the last 0x1F splits any name unambiguously, whatever the
-group's own characters.
+Only the groups that need it are sharded: splitting a small group costs up to
+``R`` small partials per chunk instead of one. A job that can tell a row's group
+from its key (``Job.group_of_key``) lets the planner count groups in the keys it
+samples anyway; the groups estimated at ``chunk_rows`` rows or more are *hot*
+(:func:`hot_groups`), the list is written once per run beside its partials
+(``keys.hot_groups_key``) before the plan is recorded, and every map chunk
+shards exactly those and writes the others whole (the sub-group ``<group> 0x1F
+w``), so a group is cut the same way in every chunk. Without the list (a job
+whose keys do not tell the group, or a run planned without it) every group is
+sharded. Either way the result is exact; the list only decides where memory goes.
+
+Sub-group names: ``<group> 0x1F <shard:%04d>`` or ``<group> 0x1F w``. Every
+sub-group of a sharded job carries a suffix, so the last 0x1F splits any name
+unambiguously, whatever the group's own characters.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from nightfold.common.errors import CorruptPartial
@@ -36,6 +48,8 @@ from nightfold.common.jobs.base import Job
 P = TypeVar("P")
 
 SHARD_SEP = "\x1f"
+WHOLE = "w"
+"""The suffix of a group a sharded job writes whole (not hot)."""
 
 
 def shard_of(value: bytes, shards: int) -> int:
@@ -50,9 +64,17 @@ def shard_group(group: str, shard: int) -> str:
     return f"{group}{SHARD_SEP}{shard:04d}"
 
 
-def parse_shard_group(name: str) -> tuple[str, int]:
-    """``(group, shard)`` of a sub-group name; :class:`CorruptPartial` if it is not one."""
+def whole_group(group: str) -> str:
+    """The sub-group name of a group written whole by a sharded job."""
+    return f"{group}{SHARD_SEP}{WHOLE}"
+
+
+def parse_shard_group(name: str) -> tuple[str, int | None]:
+    """``(group, shard)`` of a sub-group name (shard ``None``: the whole group);
+    :class:`CorruptPartial` if it is not one."""
     group, sep, shard = name.rpartition(SHARD_SEP)
+    if sep and shard == WHOLE:
+        return group, None
     if not sep or len(shard) < 4 or not (shard.isascii() and shard.isdigit()):
         raise CorruptPartial(f"{name!r} is not a sharded sub-group name")
     if shard != f"{int(shard):04d}":
@@ -66,15 +88,21 @@ def shard_bucket(job: Job[Any], group: str, shard: int, buckets: int) -> int:
     return (job.bucket(group, buckets) + shard) % buckets
 
 
-def bucketed(job: Job[P], partials: Mapping[str, P], buckets: int) -> Iterator[tuple[str, int, P]]:
+def bucketed(
+    job: Job[P], partials: Mapping[str, P], buckets: int, hot: Collection[str] | None = None
+) -> Iterator[tuple[str, int, P]]:
     """``(name, reduce bucket, partial)`` of what a map chunk writes.
 
     A job that is not sharded writes every group whole, in its own bucket; a
-    sharded one writes every non-empty shard of every group as its sub-group.
+    sharded one writes every non-empty shard of every ``hot`` group (of every
+    group when ``hot`` is None) as its sub-group, and the others whole.
     """
     for group, partial in partials.items():
         if not job.sharded:
             yield group, job.bucket(group, buckets), partial
+            continue
+        if hot is not None and group not in hot:
+            yield whole_group(group), job.bucket(group, buckets), partial
             continue
         for shard, part in sorted(job.split(group, partial, buckets).items()):
             if not 0 <= shard < buckets:
@@ -97,6 +125,37 @@ def combine(job: Job[P], shards: Iterable[tuple[str, P]]) -> dict[str, P]:
         group, _shard = parse_shard_group(name)
         out[group] = job.merge_into(out[group], part) if group in out else part
     return out
+
+
+def hot_groups(
+    job: Job[Any], samples: Iterable[bytes], every: int, threshold_rows: int
+) -> list[str] | None:
+    """The groups estimated at ``threshold_rows`` rows or more from ``samples`` (every
+    ``every``-th key of the day), sorted; None when the job cannot tell a group from
+    a key (then every group is sharded)."""
+    if not job.groups_from_keys:
+        return None
+    counts: dict[str, int] = {}
+    for key in samples:
+        group = job.group_of_key(key)
+        if group is not None:
+            counts[group] = counts.get(group, 0) + 1
+    return sorted(g for g, n in counts.items() if n * every >= threshold_rows)
+
+
+def encode_hot(groups: list[str]) -> bytes:
+    """The hot list's one cell: compact JSON of the sorted names."""
+    return json.dumps(sorted(groups), separators=(",", ":")).encode()
+
+
+def decode_hot(data: bytes) -> frozenset[str]:
+    try:
+        names = json.loads(data)
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError("not a list of names")
+    except ValueError as exc:
+        raise CorruptPartial(f"hot groups cell: {exc}") from None
+    return frozenset(names)
 
 
 def finalize_sharded(job: Job[P], group: str, partial: P, buckets: int) -> dict[bytes, bytes]:

@@ -277,6 +277,15 @@ class MerchantDaily(Job[MerchantPartial]):
     sharded = True
     """Customers and per-product revenue are split by a hash of the id, so no
     reduce item holds a whole merchant (module docstring, "Sharding")."""
+    groups_from_keys = True
+
+    def group_of_key(self, key: bytes) -> str | None:
+        """The key's merchant part (only big merchants are sharded: the planner counts
+        them in its sampled keys); None for a key that is not ``SS|day|merchant|order``."""
+        parts = key.split(SEP)
+        if len(parts) != 4 or not all(parts):
+            return None
+        return _text(parts[2])
 
     def split(
         self, group: str, partial: MerchantPartial, shards: int

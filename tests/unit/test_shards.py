@@ -54,12 +54,15 @@ def _merge_randomly(parts: list[MerchantPartial], rng: random.Random) -> Merchan
     return pending[0]
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(rows=skewed_days, buckets=st.integers(1, 9), data=st.data())
 def test_sharded_reduce_and_combine_give_the_reference_bytes(
     rows: list[Case], buckets: int, data: st.DataObject
 ) -> None:
-    # Given a skewed day, shuffled and cut into chunks
+    # Given a skewed day, shuffled and cut into chunks, and any set of hot groups
+    # (None: every group is sharded)
+    groups = sorted({c.group for c in rows})
+    hot = data.draw(st.one_of(st.none(), st.sets(st.sampled_from(groups)) if groups else st.none()))
     pairs = [(c.key, c.cols) for c in rows]
     shuffled = data.draw(st.permutations(pairs))
     cuts = sorted(data.draw(st.sets(st.integers(0, len(pairs)), max_size=6)))
@@ -71,9 +74,10 @@ def test_sharded_reduce_and_combine_give_the_reference_bytes(
     for chunk in chunks:
         out: MapOutput[MerchantPartial] = MapOutput()
         job.map_rows(chunk, out)
-        for name, bucket, part in shards.bucketed(job, out.partials, buckets):
+        for name, bucket, part in shards.bucketed(job, out.partials, buckets, hot):
             group, shard = shards.parse_shard_group(name)
-            assert bucket == (job.bucket(group, buckets) + shard) % buckets
+            assert (shard is None) == (hot is not None and group not in hot)
+            assert bucket == (job.bucket(group, buckets) + (shard or 0)) % buckets
             stored[bucket][name].append(job.encode(part))
 
     # And every reduce item merges its sub-groups and compacts them for the combine
@@ -83,8 +87,9 @@ def test_sharded_reduce_and_combine_give_the_reference_bytes(
             merged = _merge_randomly([job.decode(b) for b in blobs], rng)
             group, shard = shards.parse_shard_group(name)
             # (no reduce item holds another shard's customers or products)
-            assert all(shards.shard_of(c, buckets) == shard for c in merged.customers)
-            assert all(shards.shard_of(p, buckets) == shard for p in merged.products)
+            if shard is not None:
+                assert all(shards.shard_of(c, buckets) == shard for c in merged.customers)
+                assert all(shards.shard_of(p, buckets) == shard for p in merged.products)
             for_combine.append((name, job.encode(job.compact(group, merged))))
 
     # And the combine merges each group's compacted shards, in any order
@@ -125,13 +130,29 @@ def test_a_map_partial_encodes_as_before_sharding() -> None:
     assert b"counted" not in job.encode(p)
 
 
-@pytest.mark.parametrize("group", ["m1", "", "a\x1fb", "x\x1f0001", "\u00e9\x00|"])
+@pytest.mark.parametrize("group", ["m1", "", "a\x1fb", "x\x1f0001", "y\x1fw", "\u00e9\x00|"])
 def test_sub_group_names_round_trip_whatever_the_group(group: str) -> None:
     for shard in (0, 7, 9999, 12345):
         assert shards.parse_shard_group(shards.shard_group(group, shard)) == (group, shard)
+    assert shards.parse_shard_group(shards.whole_group(group)) == (group, None)
 
 
-@pytest.mark.parametrize("name", ["m1", "m1\x1f01", "m1\x1f00001", "m1\x1fabcd", "m1\x1f\uff11234"])
+def test_hot_groups_are_the_big_ones_in_the_sampled_keys() -> None:
+    keys = [key_for(b"m1", i) for i in range(40)] + [key_for(b"m2", 1), b"garbage"]
+    # every key sampled 1 in 1000: m1 ~40,000 rows, m2 ~1,000
+    assert shards.hot_groups(job, keys, 1000, 20_000) == ["m1"]
+    assert shards.hot_groups(job, keys, 1000, 500) == ["m1", "m2"]
+    assert shards.decode_hot(shards.encode_hot(["b", "a\x1f"])) == {"a\x1f", "b"}
+
+    class Keyless(MerchantDaily):
+        groups_from_keys = False
+
+    assert shards.hot_groups(Keyless(), keys, 1000, 1) is None
+
+
+@pytest.mark.parametrize(
+    "name", ["m1", "m1\x1f01", "m1\x1f00001", "m1\x1fabcd", "m1\x1f\uff11234", "m1\x1fW"]
+)
 def test_a_name_that_is_not_a_sub_group_is_corrupt(name: str) -> None:
     with pytest.raises(CorruptPartial):
         shards.parse_shard_group(name)
