@@ -28,14 +28,16 @@ and, only when the group has at least one valid order, ``min_order_cents``,
 ``max_order_cents``, ``mean_order_cents`` (rounded half up), ``p50_order_cents``
 and ``p95_order_cents`` (nearest rank).
 
-Sharding (``sharded = True``): a merchant's customers and per-product revenue
-are split by ``crc32(id) % shards`` (:func:`nightfold.common.jobs.shards.shard_of`),
-its order counters, currencies and malformed counts go to shard 0, so no
-reduce item holds more than one shard of a merchant, however big it is. A
-merged shard is compacted to its customer count and its top ten products;
-the combine stage adds the counts and takes the top ten of the tops. The
-order-value histogram (``amount -> count``) stays whole in shard 0: it grows
-with the distinct amounts (cents), not with customers or products.
+Sharding (``sharded = True``): the merchants the planner's sampled keys show at
+``chunk_rows`` rows or more (``group_of_key``: the key's merchant part) are hot.
+A hot merchant's customers and per-product revenue are split by ``crc32(id) %
+shards`` (:func:`nightfold.common.jobs.shards.shard_of`); its order counters,
+currencies and malformed counts go to shard 0. So no reduce item holds more
+than one shard of a merchant, however big it is. A merged shard is compacted
+to its customer count and its top ten products; the combine stage adds the
+counts and takes the top ten of the tops. The order-value histogram (``amount
+-> count``) stays whole in shard 0: it grows with the distinct amounts (cents),
+not with customers or products. Other merchants travel whole, as before.
 """
 
 from __future__ import annotations
