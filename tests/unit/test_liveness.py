@@ -55,3 +55,33 @@ def test_reading_while_threads_come_and_go_never_fails(fast_switching: None) -> 
             t.join()
     # Then every read returned an entry or None, none raised
     assert seen <= {None, *range(8)}
+
+
+def test_the_unlocked_read_of_the_old_runner_does_fail(fast_switching: None) -> None:
+    """The control of the test above: the old heartbeat read the dict without the
+    lock (``next(v for v in current.values() ...)``) while processing threads
+    came and went. Under the same churn that read raises, so the test above
+    would have caught the defect."""
+    current = CurrentChunks()
+    stop = threading.Event()
+
+    def churn(n: int) -> None:
+        while not stop.is_set():
+            current.set(None)
+            current.set(n)
+            current.forget()
+
+    def unlocked_any() -> int | None:
+        return next((c for c in current._by_thread.values() if c is not None), None)
+
+    threads = [threading.Thread(target=churn, args=(n,), daemon=True) for n in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        with pytest.raises(RuntimeError, match="changed size during iteration"):
+            for _ in range(2_000_000):  # raises within ~20k reads in practice
+                unlocked_any()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
