@@ -12,10 +12,10 @@ from pathlib import Path
 
 from tests.deploy.deployfiles import (
     REPO,
+    copied_file,
     dockerfile_instructions,
     dockerfile_stages,
     exec_form,
-    copied_file,
 )
 
 
