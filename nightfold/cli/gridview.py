@@ -32,6 +32,14 @@ def _stage(cell: dict[str, int] | None) -> Text:
     return Text(f"{done}/{total}" + (f" {dead} dead" if dead else ""), style=style)
 
 
+def _count(n: int) -> str:
+    """123,456,789 -> 123.5M: a column that fits."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n) if n else "-"
+
+
 def render_days(data: dict[str, Any]) -> RenderableType:
     rows = data["days"]
     deadline = data.get("deadline")
@@ -48,14 +56,14 @@ def render_days(data: dict[str, Any]) -> RenderableType:
     table = _table("", "day", "state", "gen", "map", "reduce", "rows", "took", "finished",
                    "late")  # fmt: skip
     for r in rows:
-        symbol, style = CELLS.get(r["state"], ("?", ""))
+        style = CELLS.get(r["state"], ("?", ""))[1]
         table.add_row(
             r["day"],
-            Text(f"{symbol} {r['state']}", style=style),
+            Text(r["state"], style=style),
             str(r["generation"] or "-"),
             _stage(r["chunks"].get("map")),
             _stage(r["chunks"].get("reduce")),
-            f"{r['rows_read']:,}" if r["rows_read"] else "-",
+            _count(r["rows_read"]),
             _duration(r["seconds"]) if r["seconds"] is not None else "-",
             (r["finished_at"] or "-")[5:] if r["finished_at"] else "-",
             Text("LATE", style="bold red") if r["late"] else "",
