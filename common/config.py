@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from nightfold.common.deadline import parse_deadline
 from nightfold.common.errors import ConfigError
 from nightfold.common.params import RunParams
 from nightfold.common.store import parse_store_url
@@ -64,6 +65,9 @@ class Settings:
     """How often a running master pushes (its heartbeat gauge shows it is alive)."""
     resume_lookback_days: int = 7
     """The nightly master first resumes unfinished runs of this many earlier days (0: off)."""
+    deadline: str = ""
+    """When a day's summaries are due, HH:MM UTC on the next day (empty: none). The
+    master exports each recent day's due time; NightfoldDayLate fires past it."""
     log_level: str = "INFO"
     log_format: str = "human"
 
@@ -108,6 +112,7 @@ class Settings:
                 f"setting worker_dead_seconds ({self.worker_dead_seconds:g}) must be more than "
                 f"twice worker_heartbeat_seconds ({self.worker_heartbeat_seconds:g})"
             )
+        parse_deadline(self.deadline)  # raises ConfigError naming the setting
         self.run_params()  # validates the run knobs
 
     def run_params(self) -> RunParams:
