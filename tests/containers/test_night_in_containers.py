@@ -61,6 +61,8 @@ def test_night_in_containers_survives_a_killed_master(
             master = p.start("master", "master", "run", "--day", DAY)
             wait_for(lambda: chunk_counts(db).get("done", 0) >= 2, 180, "2 map chunks done")
             p.podman("kill", "--signal", "KILL", master)
+            # (podman reports "stopped" for a moment before "exited")
+            wait_for(lambda: p.state(master)[0] == "exited", 30, "the master container exited")
             assert p.state(master) == ("exited", 137), p.tail()
             assert run_state(db) == "mapping", "killed too late to test a mid-map restart"
             done_before = chunk_counts(db).get("done", 0)
