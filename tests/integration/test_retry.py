@@ -18,7 +18,7 @@ from nightfold.common.db.models import Chunk, Run, RunEvent
 from nightfold.common.errors import RET_RUN_FAILED, RunConflict
 from nightfold.common.keys import KeyRange
 from nightfold.common.params import RunParams
-from nightfold.common.states import ChunkState, RunState, Stage
+from nightfold.common.states import RunState, Stage
 from nightfold.common.store import open_store
 from tests.support.pipeline import (
     PIPELINE_DAY,
