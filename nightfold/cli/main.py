@@ -15,6 +15,7 @@ from nightfold.cli.dbcmd import db
 from nightfold.cli.demo import demo_cmd
 from nightfold.cli.mastercmd import master, retry_cmd
 from nightfold.cli.ops import cancel_cmd, config, gc_cmd, quarantine_cmd, status_cmd
+from nightfold.cli.webcmd import web_cmd
 from nightfold.cli.workercmd import worker
 from nightfold.common.errors import RET_ERROR, NightfoldError
 
@@ -69,6 +70,7 @@ cli.add_command(quarantine_cmd)
 cli.add_command(gc_cmd)
 cli.add_command(config)
 cli.add_command(demo_cmd)
+cli.add_command(web_cmd)
 
 
 def main() -> None:

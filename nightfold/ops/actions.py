@@ -39,6 +39,11 @@ def latest_run(engine: Engine, url: str, job: str, day: dt.date) -> RunInfo:
     return run
 
 
+def find_latest(engine: Engine, url: str, job: str, day: dt.date) -> RunInfo | None:
+    with db_errors(url), engine.connect() as conn:
+        return run_repo.latest_run(conn, job, day)
+
+
 def get_run(engine: Engine, url: str, run_id: int) -> RunInfo:
     with db_errors(url), engine.connect() as conn:
         run = run_repo.get_run(conn, run_id)
