@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help venv demo test lint format typecheck schema-check unit integration \
-        services-up services-down services-status bench clean chaos
+        services-up services-down services-status bench clean chaos browser
 
 help:
 	@echo "make demo   - the whole pipeline on embedded backends (nothing to install)"
@@ -52,6 +52,10 @@ services-up: venv
 services-down:
 	deploy/local/services down
 
+# Debian's chromium, for the console's browser tests (tests/web)
+browser:
+	deploy/local/browser
+
 services-status:
 	deploy/local/services status
 
@@ -62,8 +66,8 @@ integration: services-up
 	set -a && source .nightfold/services.env && set +a && \
 	  $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-# lint and type-check first (cheap), then the services, then every test.
-test: lint typecheck services-up
+# lint and type-check first (cheap), then the services and the browser, then every test.
+test: lint typecheck services-up browser
 	set -a && source .nightfold/services.env && set +a && \
 	  $(BIN)/python -m pytest -ra tests examples/hourly_orders/tests $(PYTEST_ARGS)
 	# last and on their own: the fault tests restart the services (>= 20 randomized trials)

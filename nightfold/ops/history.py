@@ -253,13 +253,15 @@ def run_view(
         )
     )
     marks = _stage_marks(conn, run_id)
-    irregular = set(
-        conn.execute(
+    irregular = {
+        int(cid)
+        for cid in conn.execute(
             select(RunEvent.chunk_id)
             .where(RunEvent.run_id == run_id, RunEvent.kind.in_(IRREGULAR))
             .distinct()
         ).scalars()
-    )
+        if cid is not None
+    }
     attempts = _attempts_from_events(conn, run_id, sorted(irregular), chunks)
     counts: dict[str, dict[str, int]] = {s.value: {} for s in Stage}
     rows_read = malformed = 0
@@ -407,7 +409,7 @@ def _attempts_from_events(
         )
         open_: dict[int, tuple[dt.datetime, str, int]] = {}
         for chunk_id, kind, when, actor, attempt in rows:
-            cid, t = int(chunk_id), as_datetime(when)
+            cid, t = int(chunk_id or 0), as_datetime(when)
             assert t is not None
             if kind == "claimed":
                 open_[cid] = (t, str(actor), int(attempt or 0))
