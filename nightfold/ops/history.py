@@ -10,12 +10,16 @@ was not simply claimed-then-done, so it stays fast on the largest runs.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Float, func, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db.clock import Instant, db_now
@@ -140,21 +144,49 @@ def _as_date(value: dt.date | str | None) -> dt.date | None:
 # -- a run's page --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Attempt:
-    """One attempt of one chunk on one worker: the timeline's unit."""
+class Attempt(NamedTuple):
+    """One attempt of one chunk on one worker: the timeline's unit (a tuple: a big
+    day has 30,000 of them)."""
 
     chunk_id: int
     stage: str
     idx: int
     attempt: int
     worker: str
-    start: dt.datetime
-    end: dt.datetime | None
+    start: float
+    """Seconds since the run's origin (:attr:`RunView.origin`)."""
+    end: float | None
     """None while it runs."""
     outcome: str
     """done, running, failed, dead, released, lease_expired or worker_dead."""
     rows: int = 0
+
+
+class seconds_since(FunctionElement[Any]):
+    """``column - origin`` in seconds, computed by the database: a big run's 60,000
+    chunk times come back as numbers, not as datetimes to parse one by one."""
+
+    type = Float()
+    inherit_cache = True
+    _traverse_internals = [("origin", InternalTraversal.dp_plain_obj)]
+
+    def __init__(self, column: Any, origin: dt.datetime) -> None:
+        self.origin = origin
+        super().__init__(column)
+
+
+@compiles(seconds_since)
+def _since_mysql(element: seconds_since, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(next(iter(element.clauses)), **kw)
+    origin = element.origin.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return f"TIMESTAMPDIFF(MICROSECOND, '{origin}', {column}) / 1000000.0"
+
+
+@compiles(seconds_since, "sqlite")
+def _since_sqlite(element: seconds_since, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(next(iter(element.clauses)), **kw)
+    origin = element.origin.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return f"((julianday({column}) - julianday('{origin}')) * 86400.0)"
 
 
 @dataclass
@@ -191,6 +223,10 @@ class ChunkRow:
 class RunView:
     run: RunInfo
     now: dt.datetime
+    origin: dt.datetime
+    """Where the timeline starts: the run's start (end of planning), or its creation."""
+    now_s: float
+    """``now`` in seconds since ``origin``."""
     created_at: dt.datetime | None
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
@@ -235,6 +271,13 @@ def run_view(
     run = run_info(row)
     version = run_version(conn, run_id)
     now = db_time(conn)
+    created, started_at, finished_at = (
+        as_datetime(row.created_at),
+        as_datetime(row.started_at),
+        as_datetime(row.finished_at),
+    )
+    origin = started_at or created or now
+    now_s = (now - origin).total_seconds()
     chunks = list(
         conn.execute(
             select(
@@ -244,11 +287,10 @@ def run_view(
                 Chunk.state,
                 Chunk.owner,
                 Chunk.attempt,
-                Chunk.claimed_at,
-                Chunk.done_at,
+                seconds_since(Chunk.claimed_at, origin),
+                seconds_since(Chunk.done_at, origin),
                 Chunk.rows_read,
                 Chunk.rows_malformed,
-                Chunk.error,
             ).where(Chunk.run_id == run_id)
         )
     )
@@ -262,40 +304,57 @@ def run_view(
         ).scalars()
         if cid is not None
     }
-    attempts = _attempts_from_events(conn, run_id, sorted(irregular), chunks)
+    attempts = _attempts_from_events(conn, run_id, sorted(irregular), chunks, origin)
     counts: dict[str, dict[str, int]] = {s.value: {} for s in Stage}
     rows_read = malformed = 0
-    listed: list[ChunkRow] = []
-    for c in chunks:
-        stage_counts = counts.setdefault(c.stage, {})
-        stage_counts[c.state] = stage_counts.get(c.state, 0) + 1
-        claimed, done = as_datetime(c.claimed_at), as_datetime(c.done_at)
-        if c.stage == Stage.MAP.value:
-            rows_read += int(c.rows_read)
-            malformed += int(c.rows_malformed)
-        secs = None
-        if claimed is not None and c.state in (ChunkState.DONE.value, ChunkState.CLAIMED.value):
-            secs = _secs(claimed, done if c.state == ChunkState.DONE.value else now)
-        listed.append(
-            ChunkRow(
-                int(c.id),
-                str(c.stage),
-                int(c.idx),
-                str(c.state),
-                c.owner,
-                int(c.attempt),
-                secs,
-                int(c.rows_read),
-                int(c.rows_malformed),
-                c.error,
-            )
-        )
-        if int(c.id) in irregular or claimed is None or c.owner is None:
+    timed: list[tuple[float, int]] = []  # (seconds, position) of claimed and done chunks
+    dead_at: list[int] = []
+    done_s, claimed_s, map_s = ChunkState.DONE.value, ChunkState.CLAIMED.value, Stage.MAP.value
+    dead_s = ChunkState.DEAD.value
+    for pos, (cid, stage, idx, state, owner, attempt, claimed, done, nrows, nbad) in enumerate(
+        chunks
+    ):
+        stage_counts = counts.setdefault(stage, {})
+        stage_counts[state] = stage_counts.get(state, 0) + 1
+        if stage == map_s:
+            rows_read += nrows
+            malformed += nbad
+        if state == dead_s:
+            dead_at.append(pos)
+        if claimed is None:
             continue
-        if c.state == ChunkState.DONE.value:
-            attempts.append(_attempt(c, claimed, done, "done"))
-        elif c.state == ChunkState.CLAIMED.value:
-            attempts.append(_attempt(c, claimed, None, "running"))
+        claimed = float(claimed)
+        if state == done_s and done is not None:
+            done = float(done)
+            timed.append((done - claimed, pos))
+            if cid not in irregular and owner is not None:
+                attempts.append(
+                    Attempt(cid, stage, idx, attempt, owner, claimed, done, "done", nrows)
+                )
+        elif state == claimed_s:
+            timed.append((now_s - claimed, pos))
+            if cid not in irregular and owner is not None:
+                attempts.append(
+                    Attempt(cid, stage, idx, attempt, owner, claimed, None, "running", nrows)
+                )
+
+    errors = _errors(conn, [int(chunks[pos][0]) for pos in dead_at])
+
+    def chunk_row(pos: int, secs: float | None) -> ChunkRow:
+        c = chunks[pos]
+        return ChunkRow(
+            int(c[0]),
+            str(c[1]),
+            int(c[2]),
+            str(c[3]),
+            c[4],
+            int(c[5]),
+            secs,
+            int(c[8]),
+            int(c[9]),
+            errors.get(int(c[0])),
+        )
+
     stages = []
     for stage in Stage:
         sc = counts.get(stage.value, {})
@@ -320,17 +379,13 @@ def run_view(
     stalled = run.state not in TERMINAL_RUN_STATES and (
         run.owner is None or age is None or age > stale_seconds
     )
-    created, started_at, finished_at = (
-        as_datetime(row.created_at),
-        as_datetime(row.started_at),
-        as_datetime(row.finished_at),
-    )
     total_s = _secs(started_at, finished_at or now)
-    slow = sorted((c for c in listed if c.seconds is not None), key=lambda c: -(c.seconds or 0))
-    attempts.sort(key=lambda a: (a.start, a.chunk_id))
+    slow = [chunk_row(pos, secs) for secs, pos in heapq.nlargest(slowest, timed)]
     return RunView(
         run=run,
         now=now,
+        origin=origin,
+        now_s=now_s,
         created_at=created,
         started_at=started_at,
         finished_at=finished_at,
@@ -342,24 +397,10 @@ def run_view(
         rows_malformed=malformed,
         rows_per_s=rows_read / total_s if total_s else None,
         attempts=attempts,
-        slowest=slow[:slowest],
-        dead=[c for c in listed if c.state == ChunkState.DEAD.value],
+        slowest=slow,
+        dead=[chunk_row(pos, None) for pos in dead_at],
         chunks_total=len(chunks),
         version=version,
-    )
-
-
-def _attempt(c: Any, start: dt.datetime, end: dt.datetime | None, outcome: str) -> Attempt:
-    return Attempt(
-        int(c.id),
-        str(c.stage),
-        int(c.idx),
-        int(c.attempt),
-        str(c.owner),
-        start,
-        end,
-        outcome,
-        int(c.rows_read),
     )
 
 
@@ -387,14 +428,26 @@ def _stage_marks(
     }
 
 
+def _errors(conn: Connection, chunk_ids: Sequence[int]) -> dict[int, str | None]:
+    out: dict[int, str | None] = {}
+    for i in range(0, len(chunk_ids), 500):
+        q = select(Chunk.id, Chunk.error).where(Chunk.id.in_(chunk_ids[i : i + 500]))
+        out.update({int(cid): error for cid, error in conn.execute(q)})
+    return out
+
+
 def _attempts_from_events(
-    conn: Connection, run_id: int, chunk_ids: Sequence[int], chunks: Iterable[Any]
+    conn: Connection,
+    run_id: int,
+    chunk_ids: Sequence[int],
+    chunks: Iterable[Any],
+    origin: dt.datetime,
 ) -> list[Attempt]:
     """The attempts of chunks with an irregular history, paired from their events:
     each ``claimed`` opens one, the next closing event ends it with its kind."""
     if not chunk_ids:
         return []
-    info = {int(c.id): c for c in chunks}
+    info = {int(c[0]): c for c in chunks}
     out: list[Attempt] = []
     for i in range(0, len(chunk_ids), 500):
         batch = chunk_ids[i : i + 500]
@@ -407,10 +460,11 @@ def _attempts_from_events(
             )
             .order_by(RunEvent.chunk_id, RunEvent.id)
         )
-        open_: dict[int, tuple[dt.datetime, str, int]] = {}
+        open_: dict[int, tuple[float, str, int]] = {}
         for chunk_id, kind, when, actor, attempt in rows:
-            cid, t = int(chunk_id or 0), as_datetime(when)
-            assert t is not None
+            cid, at = int(chunk_id or 0), as_datetime(when)
+            assert at is not None
+            t = (at - origin).total_seconds()
             if kind == "claimed":
                 open_[cid] = (t, str(actor), int(attempt or 0))
             elif cid in open_:

@@ -194,10 +194,11 @@ def create_app(console: Console) -> Starlette:
         view, events, quarantine = console.read(read)
         if view is None:
             return page(request, "error.html", 404, title="No such run", message=f"run {run_id}")
-        origin = view.started_at or view.created_at
         terminal = view.run.state.value in ("succeeded", "failed", "cancelled")
-        end = view.finished_at if terminal else None
-        lay = layout(view.attempts, view.now, origin=origin, end=end)
+        end = None
+        if terminal and view.finished_at is not None:
+            end = (view.finished_at - view.origin).total_seconds()
+        lay = layout(view.attempts, view.now_s, end=end)
         version = _live_version(view.version)
         ctx = dict(
             v=view,

@@ -20,11 +20,10 @@ Two scales, one picture:
 
 from __future__ import annotations
 
-import datetime as dt
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from markupsafe import Markup, escape
@@ -52,15 +51,27 @@ TITLES = {
 
 
 class AttemptLike(Protocol):
-    chunk_id: int
-    stage: str
-    idx: int
-    attempt: int
-    worker: str
-    start: dt.datetime
-    end: dt.datetime | None
-    outcome: str
-    rows: int
+    """An attempt as ``nightfold.ops.history.Attempt`` has it: times in seconds
+    since the run's origin, ``end`` None while it runs."""
+
+    @property
+    def chunk_id(self) -> int: ...
+    @property
+    def stage(self) -> str: ...
+    @property
+    def idx(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def worker(self) -> str: ...
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float | None: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def rows(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -97,11 +108,6 @@ class Layout:
     """Seconds from the origin to the end of the plot (at least 1)."""
     aggregated: bool
     attempts: int
-    origin: dt.datetime | None
-
-
-def _seconds(t: dt.datetime, origin: dt.datetime) -> float:
-    return (t - origin).total_seconds()
 
 
 def pack(bars: Sequence[Bar]) -> tuple[list[Bar], int]:
@@ -115,28 +121,30 @@ def pack(bars: Sequence[Bar]) -> tuple[list[Bar], int]:
             _, row = heapq.heappop(free)
         else:
             row, rows = rows, rows + 1
-        placed.append(Bar(**{**b.__dict__, "row": row}))
+        placed.append(replace(b, row=row))
         heapq.heappush(free, (b.end, row))
     return placed, max(rows, 1)
 
 
 def bin_lane(
-    bars: Sequence[Bar], span: float, bins: int, concurrency: int
+    bars: Sequence[tuple[float, float, str]], span: float, bins: int, concurrency: int
 ) -> list[tuple[float, str]]:
-    """Busy fraction and dominant stage per time bin of one worker's bars."""
+    """Busy fraction and dominant stage per time bin of one worker's
+    ``(start, end, stage)`` spans."""
     width = span / bins
     busy = [0.0] * bins
     by_stage: list[dict[str, float]] = [{} for _ in range(bins)]
-    for b in bars:
-        if b.end <= b.start:
+    for start, end, stage in bars:
+        if end <= start:
             continue
-        first = min(bins - 1, max(0, int(b.start / width)))
-        last = min(bins - 1, max(0, math.ceil(b.end / width) - 1))
+        first = min(bins - 1, max(0, int(start / width)))
+        last = min(bins - 1, max(0, math.ceil(end / width) - 1))
         for i in range(first, last + 1):
-            overlap = min(b.end, (i + 1) * width) - max(b.start, i * width)
+            overlap = min(end, (i + 1) * width) - max(start, i * width)
             if overlap > 0:
                 busy[i] += overlap
-                by_stage[i][b.stage] = by_stage[i].get(b.stage, 0.0) + overlap
+                cell = by_stage[i]
+                cell[stage] = cell.get(stage, 0.0) + overlap
     out = []
     for i in range(bins):
         frac = min(1.0, busy[i] / (width * max(concurrency, 1)))
@@ -145,49 +153,63 @@ def bin_lane(
     return out
 
 
+def concurrency(spans: Sequence[tuple[float, float, str]]) -> int:
+    """The most spans open at one instant (an end at t closes before a start at t)."""
+    points = sorted([(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans])
+    depth = best = 0
+    for _, step in points:
+        depth += step
+        best = max(best, depth)
+    return max(best, 1)
+
+
 def layout(
     attempts: Sequence[AttemptLike],
-    now: dt.datetime,
+    now: float,
     *,
-    origin: dt.datetime | None = None,
-    end: dt.datetime | None = None,
+    end: float | None = None,
     detail_limit: int = DETAIL_LIMIT,
     bins: int = BINS,
 ) -> Layout:
-    """Lanes by worker (in order of their first attempt) from ``origin`` (default:
-    the first attempt) to ``end`` (default: the last end, or ``now`` while any runs)."""
+    """Lanes by worker (in order of their first attempt) from 0 (the run's origin)
+    to ``end`` (default: the last end, or ``now`` while any runs); times in seconds."""
     if not attempts:
-        return Layout([], 1.0, False, 0, origin)
-    t0 = origin or min(a.start for a in attempts)
-    ends = [a.end or now for a in attempts]
-    t1 = end or max(ends)
-    span = max(1.0, _seconds(t1, t0))
-    lanes: dict[str, Lane] = {}
-    for a, e in zip(attempts, ends, strict=True):
-        lane = lanes.setdefault(a.worker, Lane(a.worker))
-        lane.bars.append(
-            Bar(
-                a.chunk_id,
-                a.stage,
-                a.idx,
-                a.attempt,
-                a.worker,
-                max(0.0, _seconds(a.start, t0)),
-                max(0.0, _seconds(e, t0)),
-                a.outcome,
-                a.rows,
-            )
-        )
+        return Layout([], 1.0, False, 0)
+    span = max(1.0, end if end is not None else max((a.end or now) for a in attempts))
     aggregated = len(attempts) > detail_limit
-    ordered = sorted(lanes.values(), key=lambda ln: (min(b.start for b in ln.bars), ln.worker))
-    for lane in ordered:
-        lane.bars, lane.rows = pack(lane.bars)
-        if aggregated:
-            lane.bins = bin_lane(lane.bars, span, bins, lane.rows)
-            lane.marks = [b for b in lane.bars if b.outcome in EXCEPTIONAL]
-            lane.bars = []
-            lane.rows = 1
-    return Layout(ordered, span, aggregated, len(attempts), t0)
+    first: dict[str, float] = {}
+    if not aggregated:
+        lanes: dict[str, Lane] = {}
+        for a in attempts:
+            lane = lanes.setdefault(a.worker, Lane(a.worker))
+            s = max(0.0, a.start)
+            e = max(s, now if a.end is None else a.end)
+            lane.bars.append(
+                Bar(a.chunk_id, a.stage, a.idx, a.attempt, a.worker, s, e, a.outcome, a.rows)
+            )
+            first[a.worker] = min(first.get(a.worker, s), s)
+        for lane in lanes.values():
+            lane.bars, lane.rows = pack(lane.bars)
+        ordered = sorted(lanes.values(), key=lambda ln: (first[ln.worker], ln.worker))
+        return Layout(ordered, span, False, len(attempts))
+    # a big day: per worker only (start, end, stage) spans, binned; exceptions kept
+    spans: dict[str, list[tuple[float, float, str]]] = {}
+    marks: dict[str, list[Bar]] = {}
+    for a in attempts:
+        s = max(0.0, a.start)
+        e = max(s, now if a.end is None else a.end)
+        spans.setdefault(a.worker, []).append((s, e, a.stage))
+        if a.outcome in EXCEPTIONAL:
+            bar = Bar(a.chunk_id, a.stage, a.idx, a.attempt, a.worker, s, e, a.outcome, a.rows)
+            marks.setdefault(a.worker, []).append(bar)
+    out = []
+    for worker, ws in spans.items():
+        lane = Lane(worker, rows=1, marks=marks.get(worker, []))
+        lane.bins = bin_lane(ws, span, bins, concurrency(ws))
+        first[worker] = min(s for s, _, _ in ws)
+        out.append(lane)
+    out.sort(key=lambda ln: (first[ln.worker], ln.worker))
+    return Layout(out, span, True, len(attempts))
 
 
 def _nice_step(span: float, ticks: int = 8) -> float:
