@@ -18,7 +18,8 @@ process, and we measure, on MariaDB (the data-only account) and on SQLite side b
   lanes of time bins above 2,500 attempts, so it stays readable and bounded).
 
 It also takes the documentation's screenshots (docs/img/): the nights grid of a
-synthetic fortnight, the timeline of the 30,000-chunk run.
+synthetic fortnight, the timeline of the 30,000-chunk run, and the page of a real
+run on the embedded backends whose worker was SIGKILLed mid-run.
 
     python -m bench.console             # NIGHTFOLD_BENCH_CONSOLE_CHUNKS=30000
 """
@@ -201,7 +202,23 @@ def record_fortnight(engine: Engine) -> None:
     """Two jobs over 14 nights, the way a fortnight looks: mostly succeeded, a night
     that failed and was rerun, one cancelled, a backfill, tonight still running."""
     rng = random.Random(3)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)  # the database's clock runs in UTC here
     with engine.begin() as conn:
+        conn.execute(  # tonight's second job, still running
+            insert(Run).values(
+                job="hourly_orders",
+                day=DAY,
+                generation=1,
+                state="reducing",
+                params=RunParams().to_json(),
+                cancel_requested=False,
+                chunks_total=0,
+                rows_read=0,
+                rows_malformed=0,
+                created_at=now - dt.timedelta(minutes=4, seconds=12),
+                started_at=now - dt.timedelta(minutes=4),
+            )
+        )
         for job in ("merchant_daily", "hourly_orders"):
             for back in range(1, 15):
                 day = DAY - dt.timedelta(days=back)
@@ -212,6 +229,8 @@ def record_fortnight(engine: Engine) -> None:
                     gens = ["cancelled"]
                 if job == "merchant_daily" and back == 11:
                     gens = ["succeeded", "succeeded"]
+                if job == "merchant_daily" and back == 6:
+                    gens = ["failed"]
                 created = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(1, 0))
                 if job == "hourly_orders" and back >= 12:
                     created = dt.datetime.combine(DAY, dt.time(13, 0))  # a backfill
@@ -348,6 +367,67 @@ def measure(url: str, label: str, *, browser: bool) -> dict[str, Any]:
         proc.wait(timeout=20)
 
 
+def real_run_screenshot() -> dict[str, Any]:
+    """A real run on the embedded backends (3 worker processes, one SIGKILLed while
+    mapping: its chunk is taken over), its page in the console: docs/img/console-run.png."""
+    import shutil
+    import signal
+
+    from tests.support.pipeline import Cluster, wait_for
+
+    work = WORK / "console-real"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = clean_env(
+        DATABASE_URL=f"sqlite:///{work / 'nightfold.db'}",
+        STORE_URL=f"local://{work / 'store.sqlite'}",
+        BROKER_URL="db://",
+        CHUNK_ROWS="4000",
+        JOB_MODULES="tests.support.jobs",
+        TEST_SLOW_BATCH_SECONDS="0.25",
+        LOG_LEVEL="INFO",
+    )
+    c = Cluster(env=env, logs=work)
+    for args in (("db", "upgrade"), ("seed", "--day", DAY.isoformat(), "--rows", "120000")):
+        res = c.cli(*args)
+        assert res.returncode == 0, res.stderr
+    workers = [c.worker() for _ in range(3)]
+    master = c.master(DAY.isoformat(), "--job", "slow_daily")
+    engine = make_engine(env["NIGHTFOLD_DATABASE_URL"])
+    try:
+        from tests.support.pipeline import claimed_by
+
+        time.sleep(2.0)
+        wait_for(lambda: claimed_by(engine, workers[1].pid), 60, "a claim of worker 2")
+        os.kill(workers[1].pid, signal.SIGKILL)
+        assert master.wait(timeout=300) == 0, c.log_tail()
+    finally:
+        c.stop_all()
+        engine.dispose()
+    proc, base = serve(env["NIGHTFOLD_DATABASE_URL"], work / "console.log")
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = b.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{base}/runs/1", wait_until="load")
+            page.locator("svg.timeline").wait_for()
+            IMG.mkdir(parents=True, exist_ok=True)
+            box = page.locator(".cols").bounding_box()
+            assert box is not None
+            page.screenshot(
+                path=str(IMG / "console-run.png"),
+                clip={"x": 0, "y": 0, "width": 1280, "height": box["y"] - 8},
+            )
+            takeovers = page.locator('svg.timeline rect[data-outcome="worker_dead"]').count()
+            b.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    return {"real_run_takeovers_shown": takeovers}
+
+
 def run() -> None:
     load = round(os.getloadavg()[0], 2)
     app = services.service_url("NIGHTFOLD_TEST_APP_DATABASE_URL")
@@ -377,7 +457,12 @@ def run() -> None:
         "target_met": maria["run_page_s"] < TARGET_S
         and (maria.get("browser_s") or 0) < TARGET_S
         and lite["run_page_s"] < TARGET_S,
-        "screenshots": ["docs/img/console-grid.png", "docs/img/console-timeline-30k.png"],
+        "screenshots": [
+            "docs/img/console-grid.png",
+            "docs/img/console-timeline-30k.png",
+            "docs/img/console-run.png",
+        ],
+        **(real_run_screenshot() if Path(CHROMIUM).exists() else {}),
         "loadavg_1m_start": load,
         "loadavg_1m_end": round(os.getloadavg()[0], 2),
     }
