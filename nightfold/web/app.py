@@ -435,9 +435,9 @@ def _perform(
             new = latest
             break
         time.sleep(0.2)
-    said = f"{target.job}/{target.day}: rerun started (master pid {launched.pid})"
+    said = f"rerun started (master pid {launched.pid})"
     if new is None:
-        return said + "; its new generation is not recorded yet", "/"
+        return f"{target.job}/{target.day}: {said}; its new generation is not recorded yet", "/"
     return f"run {new.label}: {said}", f"/runs/{new.id}"
 
 
