@@ -164,6 +164,7 @@ def create_app(console: Console) -> Starlette:
             days=days,
             states=STATES,
             query=urlencode({k: v for k, v in q.items() if k not in ("partial", "v")}),
+            paging=urlencode({k: v for k, v in q.items() if k not in ("partial", "v", "until")}),
             earlier=(grid_.days[0] - dt.timedelta(days=1)).isoformat(),
             later=(grid_.days[-1] + dt.timedelta(days=days)).isoformat(),
         )

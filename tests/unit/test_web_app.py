@@ -177,3 +177,18 @@ def _cancel_requested(engine: Engine, run_id: int) -> bool:
         info = run_repo.get_run(conn, run_id)
     assert info is not None
     return info.cancel_requested
+
+
+def test_the_grid_filters_by_state_and_pages_by_day(engine: Engine, tmp_path: Path) -> None:
+    make_run(engine, dt.date(2026, 11, 20), "succeeded")
+    make_run(engine, dt.date(2026, 11, 21), "failed", dead=True)
+    make_run(engine, dt.date(2026, 11, 22), "mapping")
+    c = client(engine, tmp_path)
+    failed = c.get("/?state=failed").text
+    assert 'data-state="failed"' in failed and 'data-state="mapping"' not in failed
+    # two days ending on the 21st: the 22nd's run is out of the window
+    window = c.get("/?days=2&until=2026-11-21").text
+    assert 'data-day="2026-11-21"' in window and 'data-day="2026-11-22"' not in window
+    assert 'data-day="2026-11-20"' in window
+    assert "until=2026-11-19" in window  # the link to earlier days
+    assert "No run in these days" in c.get("/?job=hourly_orders").text
