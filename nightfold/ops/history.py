@@ -127,7 +127,7 @@ def nights(
             earlier=[(int(r.id), int(r.generation), str(r.state)) for r in rows[:-1]],
             late=created is not None and (created.date() - key[1]).days > 2,
         )
-    jobs = sorted({j for j, _ in by_cell} | ({job} if job else set()))
+    jobs = sorted({j for j, _ in by_cell})
     return Grid(days, jobs, cells, _as_date(oldest))
 
 
