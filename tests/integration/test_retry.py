@@ -20,6 +20,7 @@ from nightfold.common.keys import KeyRange
 from nightfold.common.params import RunParams
 from nightfold.common.states import RunState, Stage
 from nightfold.common.store import open_store
+from tests.support.cli import nightfold, one_line_error
 from tests.support.pipeline import (
     PIPELINE_DAY,
     Cluster,
@@ -222,3 +223,22 @@ def test_retry_redoes_only_the_dead_chunk_and_the_day_verifies(
     # and a second retry of the succeeded run is refused with one line
     again = cluster.cli("retry", "--day", PIPELINE_DAY, "--job", "poison_daily")
     assert again.returncode == 5 and "only a failed run is retried" in again.stderr
+
+
+def test_the_cli_reopens_without_waiting_and_refuses_in_one_line(engine: Engine) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    run_id = _failed_run(engine, dead=[(Stage.MAP, 1)])
+    with engine.connect() as conn:
+        run = run_repo.get_run(conn, run_id)
+    assert run is not None
+    env = {"NIGHTFOLD_DATABASE_URL": url}
+    day = run.day.isoformat()
+    res = nightfold("retry", "--day", day, "--no-wait", env=env)
+    assert res.returncode == 0, res.stderr
+    assert "1 dead map chunk(s) pending again, run mapping" in res.stdout
+    assert f"nightfold master run --day {day}" in res.stdout
+    again = nightfold("retry", "--day", day, "--no-wait", env=env)
+    assert again.returncode == 5
+    assert one_line_error(again).endswith("is mapping: only a failed run is retried")
+    none = nightfold("retry", "--day", "2001-01-01", env=env)
+    assert none.returncode == 2 and "no run of merchant_daily" in one_line_error(none)
