@@ -613,10 +613,18 @@ def workers(
     ids = [str(r.id) for r in rows]
     rates: dict[str, int] = {}
     done: dict[str, int] = {}
-    if ids:
+    # only the chunks of runs live or finished within the hour (indexed by run), not
+    # every chunk of the history
+    runs = list(
+        conn.execute(
+            select(Run.id).where(Run.finished_at.is_(None) | (Run.finished_at >= recent))
+        ).scalars()
+    )
+    if ids and runs:
         for owner, n, _rows in conn.execute(
             select(Chunk.owner, func.count(), func.coalesce(func.sum(Chunk.rows_read), 0))
             .where(
+                Chunk.run_id.in_(runs),
                 Chunk.owner.in_(ids),
                 Chunk.state == ChunkState.DONE.value,
                 Chunk.done_at >= recent,
@@ -627,6 +635,7 @@ def workers(
         for owner, nrows in conn.execute(
             select(Chunk.owner, func.coalesce(func.sum(Chunk.rows_read), 0))
             .where(
+                Chunk.run_id.in_(runs),
                 Chunk.owner.in_(ids),
                 Chunk.state == ChunkState.DONE.value,
                 Chunk.stage == Stage.MAP.value,

@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 from starlette.testclient import TestClient
 
 from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
+from nightfold.common.db import workers as worker_repo
 from nightfold.common.db.chunks import ChunkSpec
+from nightfold.common.db.clock import db_now
 from nightfold.common.db.engine import make_engine
 from nightfold.common.db.migrate import upgrade
 from nightfold.common.db.models import Chunk, Run
@@ -192,3 +194,23 @@ def test_the_grid_filters_by_state_and_pages_by_day(engine: Engine, tmp_path: Pa
     assert 'data-day="2026-11-20"' in window
     assert "until=2026-11-19" in window  # the link to earlier days
     assert "No run in these days" in c.get("/?job=hourly_orders").text
+
+
+def test_the_workers_page(engine: Engine, tmp_path: Path) -> None:
+    run_id = make_run(engine, dt.date(2026, 11, 22), "mapping")
+    with engine.begin() as conn:
+        worker_repo.register(conn, "host-a:11:x", "host-a", 11)
+        worker_repo.register(conn, "host-b:12:y", "host-b", 12)
+        worker_repo.stopped(conn, "host-b:12:y")
+        ids = conn.execute(select(Chunk.id).where(Chunk.run_id == run_id)).scalars().all()
+        conn.execute(
+            update(Chunk)
+            .where(Chunk.id == ids[0])
+            .values(state="done", owner="host-a:11:x", rows_read=600, done_at=db_now())
+        )
+        worker_repo.seen(conn, "host-a:11:x", ids[1])
+    html = client(engine, tmp_path).get("/workers").text
+    assert 'data-worker="host-a:11:x"' in html and 'data-worker="host-b:12:y"' in html
+    assert "merchant_daily/2026-11-22#1 map[1]" in html  # what host-a works on
+    assert ">10</td><td>1</td>" in html  # 600 rows in the last minute: 10 rows/s; 1 chunk
+    assert "stopped" in html

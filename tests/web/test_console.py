@@ -101,6 +101,13 @@ def test_watch_a_night_run_and_cancel_it(
     expect(done).to_be_attached(timeout=LIVE)
     expect(page.locator('[data-stage="map"] .done-count')).not_to_have_text("0")
     assert_not_reloaded(page)
+    # And the workers page shows the worker alive, on a chunk of this run
+    workers = context.new_page()
+    workers.goto(console.url + "/workers")
+    alive = workers.locator("table.workers tr.alive")
+    expect(alive).to_have_count(1)
+    expect(alive).to_contain_text(f"slow_daily/{PIPELINE_DAY}#1 map[", timeout=LIVE)
+    workers.close()
     # When the operator cancels the run (confirming it)
     page.get_by_role("link", name="Cancel run…").click()
     expect(page.locator("h1")).to_have_text("Cancel the run?")
