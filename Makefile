@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help venv demo test lint format typecheck schema-check unit integration \
-        services-up services-down services-status bench clean chaos tools image container-test
+        services-up services-down services-status bench clean chaos tools image container-test \
+        browser
 
 help:
 	@echo "make demo   - the whole pipeline on embedded backends (nothing to install)"
@@ -53,6 +54,10 @@ services-up: venv
 services-down:
 	deploy/local/services down
 
+# Debian's chromium, for the console's browser tests (tests/web)
+browser:
+	deploy/local/browser
+
 services-status:
 	deploy/local/services status
 
@@ -78,9 +83,9 @@ container-test: venv services-up image
 	set -a && source .nightfold/services.env && set +a && \
 	  NIGHTFOLD_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -ra tests/containers $(PYTEST_ARGS)
 
-# lint and type-check first (cheap), then the services and tools, then every test. The
-# image is built (and tests/containers run) when a container engine works here.
-test: lint typecheck services-up tools
+# lint and type-check first (cheap), then the services, tools and the browser, then every
+# test. The image is built (and tests/containers run) when a container engine works here.
+test: lint typecheck services-up tools browser
 	set -a && source .nightfold/services.env && set +a && \
 	  if deploy/local/tools containers >/dev/null && deploy/local/tools check; then \
 	    NIGHTFOLD_IMAGE=$(IMAGE) deploy/containers/build image >/dev/null && \

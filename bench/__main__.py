@@ -27,6 +27,7 @@ ORDER = (
     "celery_compare",
     "memory",
     "profile",
+    "console",
 )
 
 

@@ -17,8 +17,9 @@ from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, or
 from nightfold.common.db.clock import db_now, db_now_plus
 from nightfold.common.db.events import add_chunk_events, add_event
 from nightfold.common.db.models import Chunk, QuarantinedRow, Run, Worker
-from nightfold.common.db.runs import RunInfo, run_info
-from nightfold.common.errors import ChunkLost
+from nightfold.common.db.runs import RunInfo, get_run, later_generation, run_info
+from nightfold.common.db.runs import move as runs_move
+from nightfold.common.errors import ChunkLost, RunConflict
 from nightfold.common.keys import KeyRange
 from nightfold.common.states import ChunkState, RunState, Stage, after_failure, check_chunk_move
 
@@ -518,6 +519,103 @@ def release(conn: Connection, c: Claim, reason: str) -> bool:
     return _fenced_move(
         conn, c, ChunkState.PENDING, "released", reason, owner=None, attempt=Chunk.attempt - 1
     )
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What an operator's retry did: the run back in ``stage``, ``chunks`` dead
+    chunks pending again with their attempts reset."""
+
+    run: RunInfo
+    stage: Stage
+    chunks: int
+
+
+def retry_dead(conn: Connection, run_id: int, actor: str) -> Retried:
+    """Bring a failed run back to life for its dead chunks only (``nightfold retry``).
+
+    In the caller's transaction, all or nothing: the run moves ``failed`` back to
+    the stage its dead chunks belong to (``mapping`` while a map chunk is not
+    done, else ``reducing``) with its error, finish time and any cancel request
+    cleared; its dead chunks move to ``pending`` with ``attempt`` 0 (so each gets
+    ``max_attempts`` fresh attempts); every other chunk keeps its state, done
+    work stays done. A master then drives the run as if it had never failed
+    (``nightfold master run --day D`` resumes it; ``nightfold retry`` drives it).
+
+    Fenced like every move: the run's UPDATE requires ``state = 'failed'`` (two
+    operators retrying at once: one wins), and it is refused when a newer
+    generation of the day exists (it owns the day's summaries now); the run row
+    stays locked until commit, which ``--rerun`` checks
+    (:func:`~nightfold.common.db.runs.lock_finished`). Raises RunConflict, with
+    nothing changed, when the run is not failed, has a newer generation, or has
+    no dead chunk (it failed before its plan: use ``--rerun``).
+    """
+    run = get_run(conn, run_id)
+    if run is None:
+        raise RunConflict(f"run {run_id} does not exist")
+    if run.state is not RunState.FAILED:
+        raise RunConflict(f"run {run.label} is {run.state.value}: only a failed run is retried")
+    dead = list(
+        conn.execute(
+            select(Chunk.id, Chunk.stage).where(
+                Chunk.run_id == run_id, Chunk.state == ChunkState.DEAD.value
+            )
+        )
+    )
+    if not dead:
+        raise RunConflict(
+            f"run {run.label} has no dead chunk to retry (it failed before its plan): "
+            f"start a new generation with --rerun"
+        )
+    open_maps = conn.execute(
+        select(func.count()).where(
+            Chunk.run_id == run_id,
+            Chunk.stage == Stage.MAP.value,
+            Chunk.state != ChunkState.DONE.value,
+        )
+    ).scalar_one()
+    stage = Stage.MAP if int(open_maps) else Stage.REDUCE
+    target = RunState.MAPPING if stage is Stage.MAP else RunState.REDUCING
+    if not runs_move(
+        conn,
+        run_id,
+        RunState.FAILED,
+        target,
+        actor=actor,
+        cancel_requested=False,
+        finished_at=None,
+    ):
+        raise RunConflict(f"run {run.label} is no longer failed: someone else moved it")
+    newer = later_generation(conn, run)
+    if newer is not None:
+        raise RunConflict(
+            f"run {run.label} has a newer generation #{newer}: retry or rerun that one"
+        )
+    conn.execute(update(Run).where(Run.id == run_id).values(error=None))
+    ids = [int(cid) for cid, _ in dead]
+    for i in range(0, len(ids), 1000):
+        move(
+            conn,
+            and_(Chunk.run_id == run_id, Chunk.id.in_(ids[i : i + 1000])),
+            ChunkState.DEAD,
+            ChunkState.PENDING,
+            attempt=0,
+            owner=None,
+            lease_expires_at=None,
+            published_at=None,
+            error=None,
+        )
+    add_chunk_events(conn, run_id, "retried", ids, actor=actor)
+    add_event(
+        conn,
+        run_id,
+        "run_retried",
+        actor=actor,
+        detail=f"{len(ids)} dead chunk(s) pending again; {stage.value} stage",
+    )
+    again = get_run(conn, run_id)
+    assert again is not None
+    return Retried(again, stage, len(ids))
 
 
 def rows_done(conn: Connection, run_id: int) -> int:

@@ -19,6 +19,7 @@ from nightfold.master.backfill import Action, DayPlan, Select, latest_by_day, pl
 from nightfold.master.days import export_days
 from nightfold.master.loop import Master, Outcome
 from nightfold.master.resume import days_to_resume, lookback_window
+from nightfold.ops import actions
 from nightfold.ops.runtime import Runtime
 
 
@@ -252,3 +253,50 @@ def _stranded_days(rt: Runtime, job: str, day: dt.date) -> list[dt.date]:
         what=f"unfinished runs before {day}",
     )
     return days_to_resume(day, rt.settings.resume_lookback_days, runs)
+
+
+@click.command("retry")
+@click.option("--day", type=DAY, required=True, help="The day whose failed run to retry.")
+@click.option("--job", default=None, help="Job name [default merchant_daily].")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    help="Drive the run to the end here, as `master run` does [default], or only reopen "
+    "it (the next `nightfold master run --day D` finishes it).",
+)
+@with_runtime(job="job")
+def retry_cmd(rt: Runtime, day: dt.date, wait: bool, **_: object) -> None:
+    """Retry only the dead chunks of the day's failed run.
+
+    The latest generation of the day goes back to the stage of its dead chunks;
+    those chunks get fresh attempts, everything done stays done. Then (unless
+    --no-wait) this command is the run's master until it ends: exit 0 only when
+    it succeeded. The web console's "Retry dead chunks" is the same operation.
+    """
+    url = rt.settings.database_url
+    engine = rt.engine()
+    run = actions.latest_run(engine, url, rt.settings.job, day)
+    retried = actions.retry(engine, url, run.id, "cli")
+    click.echo(
+        f"run {retried.run.label}: {retried.chunks} dead {retried.stage.value} chunk(s) "
+        f"pending again, run {retried.run.state.value}"
+    )
+    if not wait:
+        click.echo(f"start its master: nightfold master run --day {day} --job {rt.settings.job}")
+        return
+    job = get_job(rt.settings.job)
+    store = rt.store()
+    publisher = rt.publisher()
+    try:
+        master = Master(rt.settings, engine, store, publisher, job, open_store=rt.store)
+        outcome = master.drive(day)
+    finally:
+        publisher.close()
+        store.close()
+    click.echo(
+        f"run {outcome.run.label}: {outcome.state.value}"
+        + (f" ({outcome.error})" if outcome.error else "")
+        + f" in {outcome.seconds:.1f}s"
+    )
+    if outcome.state is not RunState.SUCCEEDED:
+        raise RunFailed(f"run {outcome.run.label} {outcome.state.value} again")
