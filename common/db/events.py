@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -52,3 +53,39 @@ def add_chunk_events(
         for cid in chunk_ids
     ]
     conn.execute(insert(RunEvent), rows)
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """One chunk's event of a batch: which run and chunk, which attempt, any detail."""
+
+    run_id: int
+    chunk_id: int
+    attempt: int
+    detail: str | None = None
+
+
+def add_attempt_events(
+    conn: Connection, kind: str, actor: str, events: Sequence[AttemptEvent]
+) -> None:
+    """Append one ``kind`` event per chunk in ONE multi-row INSERT, each row
+    stamped by the database's clock in the statement (a batch of claims or
+    completions writes its events in one statement, not one per chunk)."""
+    if not events:
+        return
+    conn.execute(
+        insert(RunEvent).values(
+            [
+                {
+                    "run_id": e.run_id,
+                    "chunk_id": e.chunk_id,
+                    "at": db_now(),
+                    "kind": kind,
+                    "actor": actor,
+                    "attempt": e.attempt,
+                    "detail": e.detail,
+                }
+                for e in events
+            ]
+        )
+    )
