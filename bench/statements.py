@@ -110,7 +110,9 @@ def chunk_life(url: str) -> dict[str, Any]:
         )
         assert run is not None
         run_repo.move(conn, run.id, RunState.PLANNING, RunState.MAPPING, actor="counter")
-        specs = [ChunkSpec(Stage.MAP, i, KeyRange(b"k%04d" % i, b"k%04d" % (i + 1))) for i in (0, 1)]
+        specs = [
+            ChunkSpec(Stage.MAP, i, KeyRange(b"k%04d" % i, b"k%04d" % (i + 1))) for i in (0, 1)
+        ]
         chunk_repo.insert_plan(conn, run.id, specs)
         chunk_repo.open_window(conn, run.id, Stage.MAP, 2, "counter")
         ids = chunk_repo.claimable(conn, 2)

@@ -12,15 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from typing import cast as typed
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    String,
+    Table,
     and_,
     case,
+    cast,
     exists,
     func,
     insert,
+    literal,
     or_,
     select,
     tuple_,
@@ -28,12 +33,16 @@ from sqlalchemy import (
 )
 
 from nightfold.common.db.clock import db_now, db_now_plus
-from nightfold.common.db.events import AttemptEvent, add_attempt_events, add_chunk_events, add_event
+from nightfold.common.db.events import add_chunk_events, add_chunk_row_events, add_event
 from nightfold.common.db.models import Chunk, QuarantinedRow, Run, Worker
 from nightfold.common.db.runs import RunInfo, run_info
 from nightfold.common.errors import ChunkLost
 from nightfold.common.keys import KeyRange
 from nightfold.common.states import ChunkState, RunState, Stage, after_failure, check_chunk_move
+
+CHUNKS = typed(Table, Chunk.__table__)
+"""The chunks table for Core statements (an UPDATE of the ORM entity takes the
+ORM's bulk path: a third more client time per statement)."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +149,7 @@ def move(
     """
     check_chunk_move(src, dst)
     result = conn.execute(
-        update(Chunk).where(where, Chunk.state == src.value).values(state=dst.value, **values)
+        update(CHUNKS).where(where, Chunk.state == src.value).values(state=dst.value, **values)
     )
     return int(result.rowcount)
 
@@ -503,12 +512,7 @@ def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int,
                 owner=me,
                 attempt=int(x.attempt) + 1,
             )
-    add_attempt_events(
-        conn,
-        "claimed",
-        me,
-        [AttemptEvent(c.run.id, c.chunk_id, c.attempt) for c in claims.values()],
-    )
+    add_chunk_row_events(conn, "claimed", list(claims))
     return claims
 
 
@@ -551,7 +555,7 @@ def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None
     Raises ChunkLost when the claim is no longer ours.
     """
     result = conn.execute(
-        update(Chunk)
+        update(CHUNKS)
         .where(_fenced(c), _live_run())
         .values(
             lease_expires_at=db_now_plus(c.run.params.lease_seconds),
@@ -650,23 +654,15 @@ def complete_many(conn: Connection, done: Sequence[Completion]) -> set[int]:
                 select(Chunk.id).where(ours, Chunk.state == ChunkState.DONE.value)
             ).scalars()
         )
-    for actor, group in groupby(
-        sorted(won, key=lambda i: by_id[i].claim.owner), key=lambda i: by_id[i].claim.owner
-    ):
-        add_attempt_events(
-            conn,
-            "done",
-            actor,
-            [
-                AttemptEvent(
-                    by_id[i].claim.run.id,
-                    i,
-                    by_id[i].claim.attempt,
-                    f"rows={by_id[i].rows_read} malformed={by_id[i].rows_malformed}",
-                )
-                for i in group
-            ],
-        )
+    add_chunk_row_events(
+        conn,
+        "done",
+        won,
+        literal("rows=")
+        + cast(Chunk.rows_read, String)
+        + literal(" malformed=")
+        + cast(Chunk.rows_malformed, String),
+    )
     rejects = [
         {
             "run_id": by_id[i].claim.run.id,

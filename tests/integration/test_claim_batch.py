@@ -122,6 +122,11 @@ def test_complete_many_is_fenced_per_chunk(engine: Engine) -> None:
     assert rows[taken][0] == "claimed"
     assert quarantined == [b"bad0", b"bad2"]
     assert _events(engine, "done") == [(ids[0], "w1", 1), (ids[2], "w1", 1)]
+    with engine.connect() as conn:  # the same detail as a lone completion's
+        details = conn.execute(
+            select(RunEvent.detail).where(RunEvent.kind == "done").order_by(RunEvent.chunk_id)
+        ).scalars()
+        assert list(details) == ["rows=100 malformed=0", "rows=102 malformed=2"]
     # And the new owner's completion goes through
     with engine.begin() as conn:
         assert chunk_repo.complete_many(conn, [Completion(again, 7, 0)]) == set()
