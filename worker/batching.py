@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from sqlalchemy import Engine
@@ -38,6 +38,9 @@ MAX_BATCH = 64
 @dataclass
 class _Slot(Generic[R, T]):
     request: R
+    wake: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    """Asked to run the next batch."""
     done: bool = False
     result: T | None = None
     error: BaseException | None = None
@@ -49,6 +52,11 @@ class GroupCommit(Generic[R, T]):
     ``run_batch`` gets the requests of one batch and returns one outcome per
     request, in order: a value, or an exception to raise in that request's
     thread. If it raises, every request of the batch raises it.
+
+    One batch runs at a time; its leader is a waiting thread, which afterwards
+    wakes only the threads of its batch and hands the lead to the first one
+    still waiting (one wake-up per request: with hundreds of threads a shared
+    ``notify_all`` would wake all of them for every batch).
     """
 
     def __init__(
@@ -58,7 +66,7 @@ class GroupCommit(Generic[R, T]):
     ) -> None:
         self._run_batch = run_batch
         self.max_batch = max_batch
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._pending: list[_Slot[R, T]] = []
         self._leading = False
         self.batches = 0
@@ -66,45 +74,53 @@ class GroupCommit(Generic[R, T]):
 
     def submit(self, request: R) -> T:
         slot: _Slot[R, T] = _Slot(request)
-        with self._cond:
+        with self._lock:
             self._pending.append(slot)
-            while not slot.done:
-                if self._leading:
-                    self._cond.wait()
-                    continue
-                self._lead()
+            if not self._leading:
+                self._leading = slot.lead = True
+        while not slot.done:
+            if slot.lead:
+                slot.lead = False
+                self._run_next(slot)
+            else:
+                slot.wake.wait()
+                slot.wake.clear()
         if slot.error is not None:
             raise slot.error
         return slot.result  # type: ignore[return-value]
 
-    def _lead(self) -> None:
-        """Run the next batch (called holding the lock; released meanwhile)."""
-        self._leading = True
-        batch = self._pending[: self.max_batch]
-        del self._pending[: self.max_batch]
-        self._cond.release()
+    def _run_next(self, me: _Slot[R, T]) -> None:
+        """Run the next batch, then hand the lead on (or give it up)."""
+        with self._lock:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
         failure: BaseException | None = None
         outcomes: Sequence[T | BaseException] = ()
         try:
             outcomes = self._run_batch([s.request for s in batch])
             if len(outcomes) != len(batch):
                 raise RuntimeError(f"batch of {len(batch)} gave {len(outcomes)} outcomes")
-        except BaseException as exc:  # handed to every waiting thread, raised there
+        except BaseException as exc:  # handed to every thread of the batch, raised there
             failure = exc
-        finally:
-            self._cond.acquire()
         for i, s in enumerate(batch):
-            s.done = True
             if failure is not None:
                 s.error = failure
             elif isinstance(outcomes[i], BaseException):
                 s.error = outcomes[i]  # type: ignore[assignment]
             else:
                 s.result = outcomes[i]  # type: ignore[assignment]
-        self.batches += 1
-        self.requests += len(batch)
-        self._leading = False
-        self._cond.notify_all()
+            s.done = True
+            if s is not me:
+                s.wake.set()
+        with self._lock:
+            self.batches += 1
+            self.requests += len(batch)
+            if self._pending:
+                nxt = self._pending[0]
+                nxt.lead = True
+                nxt.wake.set()
+            else:
+                self._leading = False
 
 
 class ChunkBatches:
