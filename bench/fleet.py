@@ -395,6 +395,8 @@ def run_fleet(workers: int, db_url: str, queue_url: str) -> dict[str, Any]:
         return None if a is None or b is None or not done else round(1000 * (b - a) / done, 3)
 
     n = max(1, done)
+    parts_ms = [per_chunk_ms(k) for k in ("master", "mariadb", "rabbitmq")]
+    coordinator_ms = None if None in parts_ms else round(sum(p or 0.0 for p in parts_ms), 3)
     result = {
         "workers": workers,
         "processes": procs,
@@ -409,6 +411,10 @@ def run_fleet(workers: int, db_url: str, queue_url: str) -> dict[str, Any]:
         "mariadb_cpu_ms_per_chunk": per_chunk_ms("mariadb"),
         "rabbitmq_cpu_ms_per_chunk": per_chunk_ms("rabbitmq"),
         "workers_cpu_ms_per_chunk": round(1000 * (sims1 - sims0) / n, 3),
+        "coordinator_cpu_ms_per_chunk": coordinator_ms,
+        "coordinator_chunks_per_s_on_2_cores": None
+        if not coordinator_ms
+        else round(2000 / coordinator_ms),
         "coordinator_cpu_share": round(
             sum(
                 (cpu1[k] or 0.0) - (cpu0[k] or 0.0)
@@ -463,6 +469,15 @@ def run(sizes: Sequence[int] = SIZES) -> dict[str, Any]:
         "fleet_master_cpu_ms_per_chunk": largest["master_cpu_ms_per_chunk"],
         "fleet_mariadb_cpu_ms_per_chunk": largest["mariadb_cpu_ms_per_chunk"],
         "fleet_rabbitmq_cpu_ms_per_chunk": largest["rabbitmq_cpu_ms_per_chunk"],
+        "fleet_coordinator_cpu_ms_per_chunk": largest["coordinator_cpu_ms_per_chunk"],
+        "fleet_workers_coordinator_model": None
+        if not largest["coordinator_chunks_per_s_on_2_cores"]
+        else int(largest["coordinator_chunks_per_s_on_2_cores"] * CHUNK_SECONDS),
+        "fleet_workers_coordinator_model_note": (
+            "workers of 2 s chunks the master + MariaDB + RabbitMQ could feed with this "
+            "machine's 2 cores to themselves, from their measured CPU per chunk at the "
+            "largest fleet (the simulated workers run elsewhere in a real fleet)"
+        ),
         "quick": QUICK,
         "fleets": fleets,
     }

@@ -11,7 +11,12 @@ A chunk's life, as a worker lives it: ``claim``, one lease ``heartbeat``,
   send method (``_execute_command``) on every connection the pool opens. On
   SQLite (no wire) the same figure counts statements plus ``COMMIT``/``ROLLBACK``.
 
-``db_statements_per_chunk`` is the statements of claim + heartbeat + complete.
+Two lives are counted: a chunk **alone** (``chunks.claim``, ``chunks.heartbeat``,
+``chunks.complete``), and a chunk among **8 claimed and completed together**, as
+the 8 processing threads of one worker process do through the worker's group
+commit (``chunks.claim_many`` / ``chunks.complete_many``; each chunk still beats
+alone), per chunk. ``db_statements_per_chunk`` is the latter; before issue 17
+(no batching) both were 7 statements and 16 round trips.
 
     python -m bench.statements            # on a fresh MariaDB database (and SQLite)
 """
@@ -91,6 +96,10 @@ def _measure(counts: Counts, fn: Callable[[], Any]) -> tuple[Any, Step]:
     return out, Step(counts.statements, counts.round_trips, list(counts.sql))
 
 
+BATCH = 8
+"""Chunks claimed and completed together in the batched life (8 threads per process)."""
+
+
 def chunk_life(url: str) -> dict[str, Any]:
     """Claim, beat and complete one chunk on a fresh database at ``url`` (migrated
     here); the statements and round trips of each step, and their sum."""
@@ -110,12 +119,13 @@ def chunk_life(url: str) -> dict[str, Any]:
         )
         assert run is not None
         run_repo.move(conn, run.id, RunState.PLANNING, RunState.MAPPING, actor="counter")
+        n = 2 + BATCH
         specs = [
-            ChunkSpec(Stage.MAP, i, KeyRange(b"k%04d" % i, b"k%04d" % (i + 1))) for i in (0, 1)
+            ChunkSpec(Stage.MAP, i, KeyRange(b"k%04d" % i, b"k%04d" % (i + 1))) for i in range(n)
         ]
         chunk_repo.insert_plan(conn, run.id, specs)
-        chunk_repo.open_window(conn, run.id, Stage.MAP, 2, "counter")
-        ids = chunk_repo.claimable(conn, 2)
+        chunk_repo.open_window(conn, run.id, Stage.MAP, n, "counter")
+        ids = chunk_repo.claimable(conn, n)
     setup.dispose()
 
     engine = make_engine(url, pool_size=1)
@@ -145,14 +155,54 @@ def chunk_life(url: str) -> dict[str, Any]:
             chunk_repo.complete(conn, claimed, 10, 0)
 
     _, complete_step = _measure(counts, complete)
-    engine.dispose()
     steps = {"claim": claim_step, "heartbeat": beat_step, "complete": complete_step}
+
+    batch = [c.chunk_id for c in ids[2:]]
+
+    def claim_many() -> Any:
+        with engine.begin() as conn:
+            return chunk_repo.claim_many(conn, batch, me)
+
+    claims, claim_many_step = _measure(counts, claim_many)
+    assert len(claims) == BATCH
+
+    def beat_one() -> Any:
+        with engine.begin() as conn:
+            return chunk_repo.heartbeat(conn, next(iter(claims.values())), 10, b"k")
+
+    _, beat_one_step = _measure(counts, beat_one)
+
+    def complete_many() -> Any:
+        with engine.begin() as conn:
+            return chunk_repo.complete_many(
+                conn, [chunk_repo.Completion(c, 10, 0) for c in claims.values()]
+            )
+
+    lost, complete_many_step = _measure(counts, complete_many)
+    assert not lost
+    engine.dispose()
+    batched = {
+        "claim_many": claim_many_step,
+        "heartbeat": beat_one_step,
+        "complete_many": complete_many_step,
+    }
+
+    def per_chunk(attr: str) -> float:
+        shared = getattr(claim_many_step, attr) + getattr(complete_many_step, attr)
+        return round(shared / BATCH + getattr(beat_one_step, attr), 3)
+
     return {
         "statements": {k: s.statements for k, s in steps.items()},
         "round_trips": {k: s.round_trips for k, s in steps.items()},
         "sql": {k: s.sql for k, s in steps.items()},
         "statements_per_chunk": sum(s.statements for s in steps.values()),
         "round_trips_per_chunk": sum(s.round_trips for s in steps.values()),
+        "batch": BATCH,
+        "batched_statements": {k: s.statements for k, s in batched.items()},
+        "batched_round_trips": {k: s.round_trips for k, s in batched.items()},
+        "batched_sql": {k: s.sql for k, s in batched.items()},
+        "batched_statements_per_chunk": per_chunk("statements"),
+        "batched_round_trips_per_chunk": per_chunk("round_trips"),
     }
 
 
@@ -160,6 +210,10 @@ def chunk_life(url: str) -> dict[str, Any]:
 def _sqlite_url() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         yield f"sqlite:///{Path(tmp) / 'count.db'}"
+
+
+BEFORE = {"statements": 7, "round_trips": 16}
+"""One chunk's life on MariaDB before issue 17 (main at c9db38c, counted by this module)."""
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -172,13 +226,22 @@ def run(quick: bool = False) -> dict[str, Any]:
         mariadb = chunk_life(url)
     for name, life in (("MariaDB", mariadb), ("SQLite", sqlite)):
         log(
-            f"statements: {name}: {life['statements']} = {life['statements_per_chunk']} "
-            f"statements, {life['round_trips']} = {life['round_trips_per_chunk']} round trips"
+            f"statements: {name}: alone {life['statements']} = {life['statements_per_chunk']} "
+            f"statements, {life['round_trips']} = {life['round_trips_per_chunk']} round trips; "
+            f"in a batch of {BATCH}: {life['batched_statements']} -> "
+            f"{life['batched_statements_per_chunk']} statements and "
+            f"{life['batched_round_trips_per_chunk']} round trips per chunk"
         )
     result = {
-        "db_statements_per_chunk": mariadb["statements_per_chunk"],
-        "db_round_trips_per_chunk": mariadb["round_trips_per_chunk"],
-        "life": "claim + one lease heartbeat + complete, each its own transaction",
+        "db_statements_per_chunk": mariadb["batched_statements_per_chunk"],
+        "db_round_trips_per_chunk": mariadb["batched_round_trips_per_chunk"],
+        "db_statements_per_chunk_alone": mariadb["statements_per_chunk"],
+        "db_round_trips_per_chunk_alone": mariadb["round_trips_per_chunk"],
+        "db_statements_per_chunk_before": BEFORE["statements"],
+        "db_round_trips_per_chunk_before": BEFORE["round_trips"],
+        "db_statements_target": f"<= {BEFORE['statements'] / 2}",
+        "db_statements_met": mariadb["batched_statements_per_chunk"] <= BEFORE["statements"] / 2,
+        "life": "claim + one lease heartbeat + complete (events included), per chunk",
         "mariadb": mariadb,
         "sqlite": sqlite,
     }
