@@ -1,6 +1,6 @@
 """3. The coordinator's ceiling, on a fresh MariaDB database and a real RabbitMQ queue.
 
-- Plan, record and publish 100k chunks with the master's own functions
+- Plan, record and publish 100k chunks (40k in quick mode) with the master's own functions
   (``record_plan`` with synthetic ChunkSpecs, then ``dispatch`` until every hint
   is out), in a child process whose peak RSS is the master's (item 6). The
   window (``max_in_flight``) is the whole plan, so every chunk is published.
@@ -45,7 +45,7 @@ from bench.common import (
 QUICK = os.environ.get("NIGHTFOLD_BENCH_QUICK", "") not in ("", "0")
 """Quick mode (``NIGHTFOLD_BENCH_QUICK=1`` or ``python -m bench coordinator --quick``):
 a smaller plan and shorter claim windows, for development."""
-CHUNKS = int(os.environ.get("NIGHTFOLD_BENCH_CHUNKS", "40000" if QUICK else "150000"))
+CHUNKS = int(os.environ.get("NIGHTFOLD_BENCH_CHUNKS", "40000" if QUICK else "100000"))
 CLAIMERS = 64
 MANY_CLAIMERS = 256
 PROCS = 8
