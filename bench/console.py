@@ -46,6 +46,7 @@ from nightfold.common.db.engine import make_engine
 from nightfold.common.db.models import Chunk, Run, RunEvent, Worker
 from nightfold.common.params import RunParams
 from tests.support import services
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 CHUNKS = int(os.environ.get("NIGHTFOLD_BENCH_CONSOLE_CHUNKS", "30000"))
 REDUCE = 64
@@ -57,15 +58,6 @@ TARGET_S = 2.0
 IMG = REPO / "docs" / "img"
 T0 = dt.datetime(2026, 11, 23, 1, 0, 0)
 DAY = dt.date(2026, 11, 22)
-CHROMIUM = os.environ.get("NIGHTFOLD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def _worker_id(w: int) -> str:

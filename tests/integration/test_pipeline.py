@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine
 
 from nightfold.common.errors import RET_CONFLICT, RET_RUN_FAILED
-from nightfold.common.store import open_store
 from tests.support.pipeline import (
     PIPELINE_DAY,
     PIPELINE_ROWS,
     Cluster,
+    add_poison_row,
     assert_no_chunk_done_twice,
     assert_verifies,
     chunk_counts,
@@ -156,11 +156,7 @@ def test_backfill_runs_every_day(cluster: Cluster, db: Engine) -> None:
 def test_poison_chunk_dies_fails_the_run_and_a_rerun_after_the_fix_succeeds(
     cluster: Cluster, db: Engine
 ) -> None:
-    store = open_store(cluster.env["NIGHTFOLD_STORE_URL"])
-    try:
-        store.put_many("nightfold_raw", [(b"00|20261122|m000001|POISON", {b"o:merchant": b"x"})])
-    finally:
-        store.close()
+    add_poison_row(cluster)
     cluster.env.update(NIGHTFOLD_JOB_MODULES="tests.support.jobs", NIGHTFOLD_MAX_ATTEMPTS="2")
     worker = cluster.worker()
     # When the run meets a row that makes the job raise

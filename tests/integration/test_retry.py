@@ -19,11 +19,11 @@ from nightfold.common.errors import RET_RUN_FAILED, RunConflict
 from nightfold.common.keys import KeyRange
 from nightfold.common.params import RunParams
 from nightfold.common.states import RunState, Stage
-from nightfold.common.store import open_store
 from tests.support.cli import nightfold, one_line_error
 from tests.support.pipeline import (
     PIPELINE_DAY,
     Cluster,
+    add_poison_row,
     assert_no_chunk_done_twice,
     assert_verifies,
     done_events_per_chunk,
@@ -187,11 +187,7 @@ def test_retry_redoes_only_the_dead_chunk_and_the_day_verifies(
     cluster: Cluster, db: Engine
 ) -> None:
     # Given a day with a row that makes the job raise, and a run that failed on it
-    store = open_store(cluster.env["NIGHTFOLD_STORE_URL"])
-    try:
-        store.put_many("nightfold_raw", [(b"00|20261122|m000001|POISON", {b"o:merchant": b"x"})])
-    finally:
-        store.close()
+    add_poison_row(cluster)
     cluster.env.update(
         NIGHTFOLD_JOB_MODULES="tests.support.jobs",
         NIGHTFOLD_MAX_ATTEMPTS="2",

@@ -6,25 +6,14 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nightfold.ops.history import Attempt
 from nightfold.web.timeline import Bar, bin_lane, concurrency, layout, pack, svg
 
-
-@dataclass(frozen=True)
-class A:
-    chunk_id: int
-    stage: str
-    idx: int
-    attempt: int
-    worker: str
-    start: float
-    end: float | None
-    outcome: str
-    rows: int = 0
+A = Attempt
 
 
 def at(s: float) -> float:

@@ -9,7 +9,6 @@ integration tests' own.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -32,18 +31,10 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures)
     rabbitmq_service_url,
     rows,
 )
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.pipeline import Cluster
 from tests.support.services import in_ci, service_url
 
-CHROMIUM = os.environ.get("NIGHTFOLD_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "console-test-pw"
 
 

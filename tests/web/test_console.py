@@ -32,8 +32,7 @@ from nightfold.common.errors import RET_RUN_FAILED
 from nightfold.common.keys import KeyRange
 from nightfold.common.params import RunParams
 from nightfold.common.states import Stage
-from nightfold.common.store import open_store
-from tests.support.pipeline import PIPELINE_DAY, Cluster, assert_verifies, run_state
+from tests.support.pipeline import PIPELINE_DAY, Cluster, add_poison_row, assert_verifies, run_state
 from tests.web.conftest import PASSWORD, ConsoleProc, free_port
 
 pytestmark = pytest.mark.slow
@@ -125,11 +124,7 @@ def test_retry_the_dead_chunks_of_a_failed_run(
     cluster: Cluster, db: Engine, browser: Any, start_console: Callable[..., ConsoleProc]
 ) -> None:
     # Given a run that failed on a row that makes the job raise
-    store = open_store(cluster.env["NIGHTFOLD_STORE_URL"])
-    try:
-        store.put_many("nightfold_raw", [(b"00|20261122|m000001|POISON", {b"o:merchant": b"x"})])
-    finally:
-        store.close()
+    add_poison_row(cluster)
     cluster.env.update(
         NIGHTFOLD_JOB_MODULES="tests.support.jobs",
         NIGHTFOLD_MAX_ATTEMPTS="1",
