@@ -94,6 +94,30 @@ def partial_key(job: str, day: dt.date, generation: int, bucket: int, chunk_inde
     return partial_prefix(job, day, generation, bucket) + b"%06d" % chunk_index
 
 
+def segment_key(
+    job: str, day: dt.date, generation: int, bucket: int, chunk_index: int, attempt: int, seq: int
+) -> bytes:
+    """Where segment ``seq`` of map chunk ``chunk_index``, written by ``attempt``,
+    keeps its share of reduce bucket ``bucket``.
+
+    Bucket first, so a reduce item still reads one prefix. The attempt is part of
+    the key because a segment's rows depend on where its attempt resumed and
+    whether its chunk was split meanwhile: a late writer of an old attempt (frozen,
+    then fenced out) writes beside the committed segment, never over it, and the
+    reduce reads only the segments MySQL committed (``common/db/segments.py``).
+    """
+    return partial_key(job, day, generation, bucket, chunk_index) + b"|%04d|%06d" % (attempt, seq)
+
+
+def parse_segment_key(key: bytes, prefix_len: int) -> tuple[int, int, int] | None:
+    """``(chunk index, attempt, seq)`` of a segment's partial row whose bucket prefix
+    is ``prefix_len`` bytes long; None for any other row (a pre-segment partial)."""
+    parts = key[prefix_len:].split(SEP)
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
 def summary_prefix(day: dt.date) -> bytes:
     """Key prefix of one day's summary rows, ``YYYYMMDD|``: fixed width, so no other day's."""
     return day_token(day) + SEP

@@ -22,16 +22,23 @@ class Released(Exception):
     """Stop working on the chunk and give it back (shutdown deadline or cancel)."""
 
 
+BEAT_SECONDS = 2.0
+"""The longest pause between beats (shorter for a short lease): the beat is also how
+the owner hears that the master wants its chunk split while workers are idle."""
+
+
 class LeaseKeeper:
     """Beats for one claim at most every ``interval`` seconds; raises on cancel
-    or shutdown, and ChunkLost (from the repository) when fenced out."""
+    or shutdown, and ChunkLost (from the repository) when fenced out. A beat that
+    finds a split requested sets :attr:`split_requested` (the map clears it)."""
 
     def __init__(self, engine: Engine, url: str, claim: Claim, hard_stop: threading.Event) -> None:
         self.engine = engine
         self.url = url
         self.claim = claim
         self.hard_stop = hard_stop
-        self.interval = max(0.5, claim.run.params.lease_seconds / 4)
+        self.interval = max(0.5, min(BEAT_SECONDS, claim.run.params.lease_seconds / 4))
+        self.split_requested = False
         self._next = time.monotonic() + self.interval
         self._last_ok = time.monotonic()
 
@@ -50,7 +57,7 @@ class LeaseKeeper:
         self._next = now + self.interval
         try:
             with db_errors(self.url), self.engine.begin() as conn:
-                cancelled = chunk_repo.heartbeat(conn, self.claim, rows_read, last_key)
+                beat = chunk_repo.beat(conn, self.claim, rows_read, last_key)
         except ServiceUnavailable:
             if force:
                 raise
@@ -61,5 +68,6 @@ class LeaseKeeper:
             self._next = now + 1.0
             return
         self._last_ok = now
-        if cancelled:
+        self.split_requested = self.split_requested or beat.split
+        if beat.stop:
             raise Released("run cancelled or no longer running")

@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 
 from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db import segments as segment_repo
 from nightfold.common.db.chunks import Claim
 from nightfold.common.db.engine import retrying
 from nightfold.common.errors import AccessRefused, ChunkLost, NightfoldError, ServiceUnavailable
@@ -38,6 +39,7 @@ from nightfold.common.jobs import get_job
 from nightfold.common.states import ChunkState
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Hint
+from nightfold.worker.checkpoint import DbChunkIO
 from nightfold.worker.executor import Result, execute
 from nightfold.worker.heartbeat import LeaseKeeper, Released
 from nightfold.worker.hooks import Hooks
@@ -91,9 +93,14 @@ class ChunkProcessor:
         self.hard_stop = hard_stop if hard_stop is not None else threading.Event()
         self.on_claim = on_claim
 
-    def process(self, hint: Hint, store: Store) -> Processed:
+    def process(
+        self, hint: Hint, store: Store, claimed: Callable[[], None] = lambda: None
+    ) -> Processed:
+        """Claim and work the chunk of ``hint``; ``claimed`` is called as soon as the
+        claim is decided (won or stale), before any work: the delivery can be
+        acknowledged then, since from there on the claim lives in MySQL."""
         try:
-            return self._process(hint, store)
+            return self._process(hint, store, claimed)
         except AccessRefused as exc:
             return Processed(Outcome.REFUSED, hint.chunk_id, error=exc)
         except ServiceUnavailable as exc:
@@ -101,12 +108,13 @@ class ChunkProcessor:
         finally:
             self.on_claim(None)
 
-    def _process(self, hint: Hint, store: Store) -> Processed:
+    def _process(self, hint: Hint, store: Store, claimed: Callable[[], None]) -> Processed:
         def claim_it() -> Claim | None:
             with self.engine.begin() as conn:
                 return chunk_repo.claim(conn, hint.chunk_id, self.me)
 
         claim = self._db(claim_it, f"claim chunk {hint.chunk_id}")
+        claimed()
         if claim is None:
             self.hooks.stale(self.me, hint)
             return Processed(Outcome.STALE, hint.chunk_id)
@@ -121,9 +129,12 @@ class ChunkProcessor:
     def _attempt(self, claim: Claim, store: Store) -> Processed:
         job = get_job(claim.run.job)  # unknown here: a bug, left to the lease (as before)
         lease = LeaseKeeper(self.engine, self.settings.database_url, claim, self.hard_stop)
+        io = DbChunkIO(
+            self.engine, self.settings.database_url, claim, self.settings.connect_deadline_seconds
+        )
         started = time.monotonic()
         try:
-            result = execute(claim, store, job, lease)
+            result = execute(claim, store, job, lease, io)
             self._complete(claim, result)
         except Released as exc:
             self._try_release(claim, str(exc))
@@ -146,9 +157,12 @@ class ChunkProcessor:
     def _complete(self, claim: Claim, result: Result) -> None:
         def complete() -> None:
             with self.engine.begin() as conn:
-                chunk_repo.complete(
-                    conn, claim, result.rows_read, result.rows_malformed, result.rejects
-                )
+                if result.last is not None:  # a map: its last segment commits with it
+                    segment_repo.finish(conn, claim, result.last)
+                else:
+                    chunk_repo.complete(
+                        conn, claim, result.rows_read, result.rows_malformed, result.rejects
+                    )
 
         self._db(complete, f"complete {claim.label}")
 

@@ -47,6 +47,17 @@ class Claim:
     key_range: KeyRange
     owner: str
     attempt: int
+    resume_key: bytes | None = None
+    """A map chunk's checkpoint: resume the scan here (None: at the start)."""
+    next_seq: int = 0
+    """The number of the next segment (the chunk's committed segments so far)."""
+    rows_committed: int = 0
+    """Rows the committed segments folded."""
+
+    @property
+    def resume_from(self) -> bytes:
+        """Where this attempt's scan starts: after the last committed segment."""
+        return self.resume_key if self.resume_key is not None else self.key_range.start
 
     @property
     def label(self) -> str:
@@ -374,6 +385,9 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
             Chunk.start_key.label("chunk_start"),
             Chunk.end_key.label("chunk_end"),
             Chunk.attempt.label("chunk_attempt"),
+            Chunk.resume_key.label("chunk_resume"),
+            Chunk.next_seq.label("chunk_seq"),
+            Chunk.rows_committed.label("chunk_committed"),
         )
         .join_from(Chunk, Run, Run.id == Chunk.run_id)
         .where(Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value)
@@ -396,9 +410,10 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
         attempt=seen + 1,
         lease_expires_at=db_now_plus(run.params.lease_seconds),
         claimed_at=db_now(),
-        rows_read=0,
+        rows_read=Chunk.rows_committed,  # progress starts at the checkpoint
         rows_malformed=0,
         last_key=None,
+        split_state=0,
     )
     if moved != 1:
         return None
@@ -412,6 +427,9 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
         key_range=KeyRange(bytes(row.chunk_start), bytes(row.chunk_end)),
         owner=me,
         attempt=attempt,
+        resume_key=None if row.chunk_resume is None else bytes(row.chunk_resume),
+        next_seq=int(row.chunk_seq or 0),
+        rows_committed=int(row.chunk_committed or 0),
     )
 
 
@@ -423,6 +441,10 @@ def _ours(c: Claim) -> ColumnElement[bool]:
 def _fenced(c: Claim) -> ColumnElement[bool]:
     """The claim is still ours: same owner and attempt, still claimed (fencing)."""
     return and_(_ours(c), Chunk.state == ChunkState.CLAIMED.value)
+
+
+still_ours = _fenced
+"""The fencing condition, for the repositories that extend a claim (segments, splits)."""
 
 
 def _fenced_move(
@@ -442,12 +464,27 @@ def _fenced_move(
     return True
 
 
+@dataclass(frozen=True)
+class Beat:
+    """What a lease heartbeat learned."""
+
+    stop: bool
+    """The run was cancelled or is no longer mapping or reducing."""
+    split: bool
+    """The master asks the owner to split the chunk (``split_state`` 1)."""
+
+
 def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> bool:
     """Extend the lease and record progress; returns whether the worker should stop
     (the run was cancelled or is no longer mapping or reducing).
 
     Raises ChunkLost when the claim is no longer ours.
     """
+    return beat(conn, c, rows_read, last_key).stop
+
+
+def beat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> Beat:
+    """:func:`heartbeat`, also saying whether a split of the chunk was requested."""
     result = conn.execute(
         update(Chunk)
         .where(_fenced(c))
@@ -459,11 +496,14 @@ def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None
     )
     if result.rowcount != 1:
         raise ChunkLost(f"{c.label}: claim lost (lease expired and taken over, or run reset)")
-    cancelled, state = conn.execute(
-        select(Run.cancel_requested, Run.state).where(Run.id == c.run.id)
+    cancelled, state, split = conn.execute(
+        select(Run.cancel_requested, Run.state, Chunk.split_state)
+        .join_from(Chunk, Run, Run.id == Chunk.run_id)
+        .where(Chunk.id == c.chunk_id)
     ).one()
     # a finished run (failed, cancelled, or reset) wants no more writes from this claim
-    return bool(cancelled) or state not in (RunState.MAPPING.value, RunState.REDUCING.value)
+    live = not cancelled and state in (RunState.MAPPING.value, RunState.REDUCING.value)
+    return Beat(stop=not live, split=int(split or 0) == 1)
 
 
 QUARANTINE_LIMIT = 10_000

@@ -1,0 +1,237 @@
+"""A map chunk, segment by segment: checkpoints inside the chunk, mid-chunk
+resume, and the owner's side of a run-time split.
+
+The scan starts at the claim's checkpoint (where the last committed segment
+ended; the chunk's start the first time) and folds batch after batch. Every
+``checkpoint_rows`` rows or ``checkpoint_seconds`` (run parameters), at a batch
+boundary, the fold so far becomes a segment: its partials are written under
+keys naming (bucket, chunk, attempt, seq), then the segment is committed in
+MySQL, fenced, with the key the scan reached (``common/db/segments.py``), and
+the fold starts afresh. So a taker after a kill re-reads at most one interval,
+and the chunk's memory is bounded by one interval too. The last segment is
+committed with the chunk's completion (by the processor).
+
+A split request arrives with a lease beat. The owner then chooses a cut beyond
+every key it has read (:func:`nightfold.worker.split.choose_cut`), shrinks its
+chunk to it in one fenced transaction that also records the tail as a new
+chunk, and stops its scan at the cut. Too little left: it declines, and the
+master does not ask this claim again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from nightfold.common.db import segments as segment_repo
+from nightfold.common.db.chunks import Claim
+from nightfold.common.db.engine import db_errors, retrying
+from nightfold.common.db.segments import SegmentRef, SegmentSpec
+from nightfold.common.errors import ChunkLost, ServiceUnavailable
+from nightfold.common.jobs.base import Job, MapOutput, fold_rows
+from nightfold.common.keys import KeyRange
+from nightfold.common.store.base import Store
+from nightfold.worker.split import choose_cut, store_probe
+
+log = logging.getLogger(__name__)
+
+MAX_KEY = 512
+"""Longest key the chunks table holds (``VARBINARY(512)``): a checkpoint or a cut
+needs a key that fits, so a longer one is skipped (the next batch's may fit)."""
+
+
+class Lease(Protocol):
+    """What the map needs of :class:`~nightfold.worker.heartbeat.LeaseKeeper`."""
+
+    split_requested: bool
+
+    def tick(self, rows_read: int, last_key: bytes | None, *, force: bool = False) -> None: ...
+
+
+class ChunkIO(Protocol):
+    """The chunk's records in MySQL, as the map and the reduce use them."""
+
+    def commit(self, seg: SegmentSpec) -> None:
+        """Commit a segment (fenced); ChunkLost when the claim is no longer ours."""
+
+    def split(self, end: bytes, cut: bytes) -> int | None:
+        """Cut the chunk at ``cut`` (fenced): the new chunk's index, None when the
+        database failed (try again at a later beat); ChunkLost when not ours."""
+
+    def decline_split(self, reason: str) -> None: ...
+
+    def committed(self) -> set[SegmentRef] | None:
+        """The run's committed map segments (for a reduce); None: count every
+        partial row (only where nothing can have written one twice: the bench)."""
+
+
+WriteSegment = Callable[[MapOutput[Any], int], None]
+"""``write(out, seq)``: put the partials of ``out`` as segment ``seq`` of the claim."""
+
+
+class SegmentedMap:
+    """One attempt at a map chunk, from its checkpoint to its (possibly cut) end."""
+
+    def __init__(
+        self,
+        claim: Claim,
+        store: Store,
+        job: Job[Any],
+        lease: Lease,
+        io: ChunkIO,
+        write: WriteSegment,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.claim = claim
+        self.store = store
+        self.job = job
+        self.lease = lease
+        self.io = io
+        self.write = write
+        self.clock = clock
+        self.params = claim.run.params
+        self.end = claim.key_range.end
+        self.resume = claim.resume_from
+        self.seq = claim.next_seq
+        self.committed_rows = claim.rows_committed
+        self.out: MapOutput[Any] = MapOutput()
+        self.last: bytes | None = None
+        self.since = clock()
+        self.read = 0
+        """Rows this attempt read (all its segments)."""
+        self.malformed = 0
+        self.splits: list[int] = []
+        """Indexes of the chunks this attempt split off."""
+
+    def run(self) -> tuple[SegmentSpec, int, int]:
+        """Fold up to the end; returns the last segment (written, not committed:
+        it commits with the completion) and the rows (read, malformed) of this attempt."""
+        size = self.params.scan_batch
+        if not self.end or self.resume < self.end:
+            scan = self.store.scan(
+                self.job.raw_table, KeyRange(self.resume, self.end), batch_size=size
+            )
+            with contextlib.closing(scan):  # type: ignore[type-var]
+                rows = itertools.takewhile(lambda row: self._before_end(row[0]), scan)
+                fold_rows(self.job, rows, self.out, size, self._after_batch)
+        last = SegmentSpec(
+            seq=self.seq,
+            resume_key=self.end or self.resume,
+            rows_read=self.out.rows_read,
+            rows_malformed=self.out.rows_malformed,
+            rejects=tuple(self.out.rejects),
+        )
+        self.write(self.out, self.seq)
+        return last, self.read + self.out.rows_read, self.malformed + self.out.rows_malformed
+
+    def _before_end(self, key: bytes) -> bool:
+        return not self.end or key < self.end
+
+    def _after_batch(self, last: bytes) -> None:
+        self.last = last
+        self.lease.tick(self.committed_rows + self.out.rows_read, last)
+        if self.lease.split_requested:
+            self.lease.split_requested = False
+            self._split()
+        if self._due():
+            self._checkpoint()
+
+    def _due(self) -> bool:
+        rows = self.out.rows_read
+        if rows >= self.params.checkpoint_rows:
+            return True
+        return rows > 0 and self.clock() - self.since >= self.params.checkpoint_seconds
+
+    def _checkpoint(self) -> None:
+        assert self.last is not None
+        resume = self.last + b"\x00"
+        if len(resume) > MAX_KEY:
+            return
+        out = self.out
+        seg = SegmentSpec(
+            self.seq, resume, out.rows_read, out.rows_malformed, rejects=tuple(out.rejects)
+        )
+        self.write(out, self.seq)
+        self.io.commit(seg)
+        self.committed_rows += seg.rows_read
+        self.read += seg.rows_read
+        self.malformed += seg.rows_malformed
+        self.seq += 1
+        self.resume = resume
+        # the same objects, emptied: the fold holds ``out`` (and a job may hold its parts)
+        out.partials.clear()
+        del out.rejects[:]
+        out.rows_read = out.rows_malformed = 0
+        self.since = self.clock()
+
+    def _split(self) -> None:
+        start = self.last + b"\x00" if self.last is not None else self.resume
+        probe = store_probe(self.store, self.job.raw_table, self.end)
+        cut = choose_cut(start, self.end, probe, self.params.split_min_rows)
+        if cut is None or len(cut.key) > MAX_KEY:
+            self.io.decline_split(f"less than 2 x {self.params.split_min_rows} rows left")
+            return
+        idx = self.io.split(self.end, cut.key)
+        if idx is None:
+            return
+        log.info(
+            "%s: split at %r (about %.0f rows kept, %.0f to map[%d], %d probes)",
+            self.claim.label,
+            cut.key,
+            cut.head_rows,
+            cut.tail_rows,
+            idx,
+            cut.probes,
+        )
+        self.end = cut.key
+        self.splits.append(idx)
+
+
+class DbChunkIO:
+    """:class:`ChunkIO` over the database, for one claim."""
+
+    def __init__(self, engine: Engine, url: str, claim: Claim, deadline: float) -> None:
+        self.engine = engine
+        self.url = url
+        self.claim = claim
+        self.deadline = deadline
+
+    def commit(self, seg: SegmentSpec) -> None:
+        def once() -> None:
+            with self.engine.begin() as conn:
+                segment_repo.commit(conn, self.claim, seg)
+
+        # a database restart is ridden out (the commit is idempotent for this attempt)
+        retrying(self.url, once, deadline=self.deadline, what=f"{self.claim.label}: checkpoint")
+
+    def split(self, end: bytes, cut: bytes) -> int | None:
+        try:
+            with db_errors(self.url), self.engine.begin() as conn:
+                return segment_repo.split(conn, self.claim, end, cut)
+        except ChunkLost:
+            raise
+        except (ServiceUnavailable, Exception) as exc:  # e.g. a deadlock: not now
+            log.warning("%s: split not recorded: %s", self.claim.label, exc)
+            return None
+
+    def decline_split(self, reason: str) -> None:
+        try:
+            with db_errors(self.url), self.engine.begin() as conn:
+                segment_repo.decline_split(conn, self.claim, reason)
+        except ChunkLost:
+            raise
+        except Exception as exc:
+            log.warning("%s: split decline not recorded: %s", self.claim.label, exc)
+
+    def committed(self) -> set[SegmentRef]:
+        def once() -> set[SegmentRef]:
+            with self.engine.connect() as conn:
+                return segment_repo.committed(conn, self.claim.run.id)
+
+        return retrying(self.url, once, deadline=self.deadline, what=f"{self.claim.label}: read")
