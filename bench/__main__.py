@@ -26,6 +26,8 @@ ORDER = (
     "worker_kill",
     "celery_compare",
     "memory",
+    "skew",
+    "resume",
     "profile",
 )
 

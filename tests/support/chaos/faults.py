@@ -14,13 +14,14 @@ from sqlalchemy import select
 
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.models import RunEvent
-from tests.support.chaos import messages, nightly, rejects
+from tests.support.chaos import messages, nightly, rejects, splits
 from tests.support.chaos.observe import Snap
 from tests.support.chaos.plan import (
     MASTER_KILLS,
     MESSAGES,
     NIGHTLY,
     RESTARTS,
+    SEGMENTS,
     SERVICE_OF,
     TERMINAL,
     WORKER_FAULTS,
@@ -50,6 +51,8 @@ def fire(rig: Rig, f: Fault, snap: Snap) -> None:
         rejects.fire(rig, f, snap)
     elif f.kind in NIGHTLY:
         nightly.fire(rig, f, snap)
+    elif f.kind in SEGMENTS:
+        splits.fire(rig, f, snap)
     else:
         raise ValueError(f.kind)
 
