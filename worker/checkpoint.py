@@ -5,7 +5,7 @@ The scan starts at the claim's checkpoint (where the last committed segment
 ended; the chunk's start the first time) and folds batch after batch. Every
 ``checkpoint_rows`` rows or ``checkpoint_seconds`` (run parameters), at a batch
 boundary, the fold so far becomes a segment: its partials are written under
-keys naming (bucket, chunk, attempt, seq), then the segment is committed in
+keys naming (bucket, chunk, seq, the segment's key span), then it is committed in
 MySQL, fenced, with the key the scan reached (``common/db/segments.py``), and
 the fold starts afresh. So a taker after a kill re-reads at most one interval,
 and the chunk's memory is bounded by one interval too. The last segment is
@@ -35,7 +35,7 @@ from nightfold.common.db.engine import db_errors, retrying
 from nightfold.common.db.segments import SegmentRef, SegmentSpec
 from nightfold.common.errors import ChunkLost, ServiceUnavailable
 from nightfold.common.jobs.base import Job, MapOutput, fold_rows
-from nightfold.common.keys import KeyRange
+from nightfold.common.keys import KeyRange, span_id
 from nightfold.common.store.base import Store
 from nightfold.worker.split import choose_cut, store_probe
 
@@ -71,8 +71,9 @@ class ChunkIO(Protocol):
         partial row (only where nothing can have written one twice: the bench)."""
 
 
-WriteSegment = Callable[[MapOutput[Any], int], None]
-"""``write(out, seq)``: put the partials of ``out`` as segment ``seq`` of the claim."""
+WriteSegment = Callable[[MapOutput[Any], int, bytes], None]
+"""``write(out, seq, span)``: put the partials of ``out`` as segment ``seq`` of the
+claim, holding the rows of the key span named ``span``."""
 
 
 class SegmentedMap:
@@ -123,11 +124,12 @@ class SegmentedMap:
         last = SegmentSpec(
             seq=self.seq,
             resume_key=self.end or self.resume,
+            span=span_id(self.resume, self.end),
             rows_read=self.out.rows_read,
             rows_malformed=self.out.rows_malformed,
             rejects=tuple(self.out.rejects),
         )
-        self.write(self.out, self.seq)
+        self.write(self.out, self.seq, last.span)
         return last, self.read + self.out.rows_read, self.malformed + self.out.rows_malformed
 
     def _before_end(self, key: bytes) -> bool:
@@ -155,9 +157,14 @@ class SegmentedMap:
             return
         out = self.out
         seg = SegmentSpec(
-            self.seq, resume, out.rows_read, out.rows_malformed, rejects=tuple(out.rejects)
+            self.seq,
+            resume,
+            span_id(self.resume, resume),
+            out.rows_read,
+            out.rows_malformed,
+            rejects=tuple(out.rejects),
         )
-        self.write(out, self.seq)
+        self.write(out, self.seq, seg.span)
         self.io.commit(seg)
         self.committed_rows += seg.rows_read
         self.read += seg.rows_read

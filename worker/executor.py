@@ -3,9 +3,10 @@ bucket, segment by segment: :mod:`nightfold.worker.checkpoint`) or reduce (merge
 one bucket's committed partials in chunk order, then make the bucket's summary
 rows of the day exactly the merged result).
 
-A map segment's partial key names (bucket, chunk, attempt, seq), and a segment
-counts once MySQL committed it (fenced), so a retry, a resumed taker or a late
-writer of an old attempt never changes what counts; a reduce reads only the
+A map segment's partial key names (bucket, chunk, seq, the segment's key span),
+so two writers of one key write the same bytes, and a segment counts once MySQL
+committed it (fenced), so a retry, a resumed taker or a late writer of an old
+attempt never changes what counts; a reduce reads only the
 committed segments. A reduce's puts and deletes are computed from what is stored
 now towards the same target, so a redo finishes a half-applied reduce and
 otherwise changes nothing.
@@ -63,14 +64,22 @@ def execute(claim: Claim, store: Store, job: Job[Any], lease: Lease, io: ChunkIO
 def run_map(claim: Claim, store: Store, job: Job[Any], lease: Lease, io: ChunkIO) -> Result:
     """The chunk from its checkpoint on, in segments (:class:`SegmentedMap`)."""
     chunk = SegmentedMap(
-        claim, store, job, lease, io, lambda out, seq: write_segment(claim, store, job, out, seq)
+        claim,
+        store,
+        job,
+        lease,
+        io,
+        lambda out, seq, span: write_segment(claim, store, job, out, seq, span),
     )
     last, read, malformed = chunk.run()
     return Result(read, malformed, list(last.rejects), last=last, splits=chunk.splits)
 
 
-def write_segment(claim: Claim, store: Store, job: Job[Any], out: MapOutput[Any], seq: int) -> None:
-    """Put ``out``'s partials as segment ``seq`` of the claim, one row per reduce bucket."""
+def write_segment(
+    claim: Claim, store: Store, job: Job[Any], out: MapOutput[Any], seq: int, span: bytes
+) -> None:
+    """Put ``out``'s partials as segment ``seq`` (key span ``span``) of the claim, one
+    row per reduce bucket."""
     params = claim.run.params
     buckets: dict[int, dict[bytes, bytes]] = {}
     prefix = PARTIAL_FAMILY.encode() + b":"
@@ -83,7 +92,7 @@ def write_segment(claim: Claim, store: Store, job: Job[Any], out: MapOutput[Any]
     run = claim.run
     rows = [
         (
-            segment_key(run.job, run.day, run.generation, bucket, claim.idx, claim.attempt, seq),
+            segment_key(run.job, run.day, run.generation, bucket, claim.idx, seq, span),
             cells,
         )
         for bucket, cells in sorted(buckets.items())
@@ -93,7 +102,7 @@ def write_segment(claim: Claim, store: Store, job: Job[Any], out: MapOutput[Any]
 
 def counts(committed: set[SegmentRef] | None, prefix_len: int) -> Callable[[bytes], bool]:
     """Whether a partial row of a reduce bucket (its prefix ``prefix_len`` bytes) counts:
-    a segment's row only if MySQL committed that (chunk, attempt, seq); a row of the
+    a segment's row only if MySQL committed that (chunk, seq, span); a row of the
     one-partial-per-chunk format of before segments only for a chunk without any.
     ``committed`` None counts every row: only for a caller that wrote each partial
     once itself, with no database (the bench's in-process steps)."""

@@ -106,7 +106,7 @@ class Chunk(Base):
 
 class Segment(Base):
     """One committed piece of a map chunk's output: its partials are the rows of
-    the partials table keyed (bucket, chunk idx, attempt, seq); the reduce reads only
+    the partials table keyed (bucket, chunk idx, seq, span); the reduce reads only
     the committed ones. Appended by the chunk's owner in a transaction fenced by
     owner and attempt, which also moves the chunk's checkpoint."""
 
@@ -118,6 +118,9 @@ class Segment(Base):
     chunk_idx: Mapped[int] = mapped_column(Integer)
     seq: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
+    """The attempt that committed it."""
+    span: Mapped[str] = mapped_column(String(16))
+    """The name of its rows' key span (``keys.span_id``), part of its partials' keys."""
     resume_key: Mapped[bytes] = mapped_column(Key)
     """The first key after the segment's rows (the chunk's new checkpoint)."""
     rows_read: Mapped[int] = mapped_column(BigInteger)

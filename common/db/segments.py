@@ -1,8 +1,9 @@
 """Repository functions for a map chunk's segments and its run-time split.
 
 A map chunk's output is a sequence of **segments**. The owner writes a
-segment's partials to the store first (keyed by bucket, chunk, attempt and
-seq: :func:`nightfold.common.keys.segment_key`), then commits the segment here:
+segment's partials to the store first (keyed by bucket, chunk, seq and the name
+of the segment's key span: :func:`nightfold.common.keys.segment_key`), then
+commits the segment here:
 one transaction, fenced by owner and attempt, that appends the segment row
 (seq, the key the scan resumes at, its row counts and quarantined rows) and
 moves the chunk's checkpoint. A segment counts only once it is committed: the
@@ -47,6 +48,8 @@ class SegmentSpec:
     seq: int
     resume_key: bytes
     """The first key after the segment's rows: where the chunk's scan resumes."""
+    span: bytes
+    """The name of the segment's key span (``keys.span_id``), in its partials' keys."""
     rows_read: int
     rows_malformed: int
     rejects: Sequence[tuple[bytes, str]] = field(default_factory=tuple)
@@ -57,8 +60,8 @@ class SegmentRef:
     """A committed segment, as the reduce needs it: which partial rows count."""
 
     chunk_idx: int
-    attempt: int
     seq: int
+    span: bytes
 
 
 def commit(conn: Connection, c: Claim, seg: SegmentSpec) -> None:
@@ -88,6 +91,7 @@ def commit(conn: Connection, c: Claim, seg: SegmentSpec) -> None:
             chunk_idx=c.idx,
             seq=seg.seq,
             attempt=c.attempt,
+            span=seg.span.decode(),
             resume_key=seg.resume_key,
             rows_read=seg.rows_read,
             rows_malformed=seg.rows_malformed,
@@ -136,9 +140,9 @@ def finish(conn: Connection, c: Claim, last: SegmentSpec) -> tuple[int, int]:
 def committed(conn: Connection, run_id: int) -> set[SegmentRef]:
     """The run's committed segments: the only partial rows a reduce may count."""
     rows = conn.execute(
-        select(Segment.chunk_idx, Segment.attempt, Segment.seq).where(Segment.run_id == run_id)
+        select(Segment.chunk_idx, Segment.seq, Segment.span).where(Segment.run_id == run_id)
     )
-    return {SegmentRef(int(i), int(a), int(s)) for i, a, s in rows}
+    return {SegmentRef(int(i), int(s), str(p).encode()) for i, s, p in rows}
 
 
 def rows_committed(conn: Connection, run_id: int, chunk_idx: int) -> int:

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("chunk_idx", sa.Integer(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
+        sa.Column("span", sa.String(length=16), nullable=False),
         sa.Column(
             "resume_key",
             sa.LargeBinary(length=512)

@@ -49,7 +49,7 @@ class MemoryIO:
         self.declined.append(reason)
 
     def committed(self) -> set[SegmentRef]:
-        return {SegmentRef(idx, attempt, seq) for (idx, seq), (attempt, _) in self.segments.items()}
+        return {SegmentRef(idx, seq, s.span) for (idx, seq), (_, s) in self.segments.items()}
 
     def rows(self, idx: int) -> int:
         return sum(s.rows_read for (i, _), (_, s) in self.segments.items() if i == idx)

@@ -18,7 +18,7 @@ import random
 import signal
 import time
 
-from sqlalchemy import select
+from sqlalchemy import select, true
 
 from nightfold.common.db import segments as segment_repo
 from nightfold.common.db.models import Chunk, RunEvent, Segment
@@ -132,7 +132,7 @@ def _kill_after_checkpoint(rig: Rig, f: Fault) -> None:
                 select(Segment.id, Segment.chunk_idx, Segment.attempt, Chunk.owner, Chunk.id)
                 .join(Chunk, (Chunk.run_id == Segment.run_id) & (Chunk.idx == Segment.chunk_idx))
                 .where(
-                    Segment.id.notin_(seen) if seen else True,
+                    Segment.id.notin_(seen) if seen else true(),
                     Chunk.stage == "map",
                     Chunk.state == "claimed",
                     Chunk.attempt == Segment.attempt,
