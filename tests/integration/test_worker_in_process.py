@@ -605,9 +605,10 @@ def test_master_tick_cancels_on_request_and_hints_go_stale(backends: Backends) -
     )
 
 
-@pytest.mark.parametrize("backends", ["real"], indirect=True)
+@pytest.mark.parametrize("backends", ["embedded", "real"], indirect=True)
 def test_a_long_chunk_holds_no_unacknowledged_hint(backends: Backends, broker_url: str) -> None:
-    """RabbitMQ closes a channel whose delivery stays unacknowledged past its
+    """(The real RabbitMQ either way; the database and store as ``backends``.)
+    RabbitMQ closes a channel whose delivery stays unacknowledged past its
     ``consumer_timeout`` (30 min by default): a chunk may run longer than that. The
     hint is acknowledged once the claim is decided, and nothing else is taken while
     the chunk runs, so losing the channel mid-chunk (as the broker does at the
@@ -621,16 +622,25 @@ def test_a_long_chunk_holds_no_unacknowledged_hint(backends: Backends, broker_ur
         leave.wait(60)
 
     class Dropping(RabbitConsumer):
-        """Loses its connection on the I/O thread when told (a channel closed by the broker)."""
+        """Loses its connection on the I/O thread when told (a channel closed by the
+        broker), once an ack it sent has gone out (a full pump after it)."""
 
         drop, dropped = threading.Event(), threading.Event()
+        pumps, acked_at = 0, -1
+
+        def ack(self, delivery: Delivery) -> None:
+            super().ack(delivery)
+            if Dropping.acked_at < 0:
+                Dropping.acked_at = Dropping.pumps
 
         def pump(self, timeout: float) -> None:
-            if Dropping.drop.is_set() and self._conn is not None:
+            ready = 0 <= Dropping.acked_at < Dropping.pumps
+            if Dropping.drop.is_set() and ready and self._conn is not None:
                 Dropping.drop.clear()
                 self._conn.close()
                 Dropping.dropped.set()
             super().pump(timeout)
+            Dropping.pumps += 1
 
     publisher = RabbitPublisher(broker_url)
     try:
@@ -656,9 +666,11 @@ def test_a_long_chunk_holds_no_unacknowledged_hint(backends: Backends, broker_ur
         assert inside.wait(30)
         waiting = total - 1
         wait_until(lambda: queue_depth(broker_url) == (waiting, 0))
-        # When the worker's channel is lost in the middle of the chunk
+        # When the worker's channel is lost in the middle of the chunk (the hint's ack
+        # sent: it went out when the claim was decided, the chunk still running)
         Dropping.drop.set()
-        assert Dropping.dropped.wait(10)
+        assert Dropping.dropped.wait(10), "no ack went out while the chunk ran"
+        assert not leave.is_set()
         # Then its hint does not come back: it was acknowledged when claimed
         for _ in range(10):
             assert queue_depth(broker_url) == (waiting, 0)
