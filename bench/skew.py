@@ -19,6 +19,7 @@ skewed run's summaries are checked against the one-process oracle (``verify``).
     python -m bench.skew               # the issue's size: 2M rows (NIGHTFOLD_BENCH_ROWS)
     NIGHTFOLD_BENCH_QUICK=1 python -m bench.skew          # 200k rows, smaller chunks
     NIGHTFOLD_BENCH_BACKEND=embedded python -m bench.skew # SQLite + local store + db://
+    NIGHTFOLD_BENCH_SKEW_SALT=2 python -m bench.skew      # 2 salt buckets: real stragglers
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from sqlalchemy import select
 
 from bench.common import (
     ROWS,
-    SALT_BUCKETS,
     WORK,
     fresh_mariadb,
     fresh_queue,
@@ -64,10 +64,16 @@ SKEW_ROWS = 200_000 if QUICK else ROWS
 CHUNK_ROWS = 5_000 if QUICK else 50_000
 SPLIT_MIN_ROWS = CHUNK_ROWS // 5
 HOT_SHARE = 0.3
+SALT_BUCKETS = int(os.environ.get("NIGHTFOLD_BENCH_SKEW_SALT", "16"))
+"""Salt buckets of both days: with 16 (the default layout) the hot merchant's rows are
+spread over 16 chunks; with fewer they gather in fewer, longer ones."""
 WORKERS = 2
 REPS = int(os.environ.get("NIGHTFOLD_BENCH_SKEW_REPS", "2"))
 UNIFORM_DAY = dt.date(2026, 11, 25)
 SKEW_DAY = dt.date(2026, 11, 26)
+if SALT_BUCKETS != 16:  # other days: rows of one layout never mix with another's
+    UNIFORM_DAY += dt.timedelta(days=10 * SALT_BUCKETS)
+    SKEW_DAY += dt.timedelta(days=10 * SALT_BUCKETS)
 PREFIX = "nfskew"
 TARGET_RATIO = 1.15
 TARGET_LONGEST = 2.0
@@ -262,7 +268,7 @@ def run() -> dict[str, Any]:
         "quick": QUICK,
         "runs": runs,
     }
-    write_result("skew", result)
+    write_result("skew" if SALT_BUCKETS == 16 else f"skew_salt{SALT_BUCKETS}", result)
     log(
         f"skew_ratio {result['skew_ratio']} (no split {result['skew_ratio_no_split']}), "
         f"longest/median {longest} (no split {result['skew_longest_over_median_no_split']})"
