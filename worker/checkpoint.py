@@ -179,8 +179,15 @@ class SegmentedMap:
 
     def _split(self) -> None:
         start = self.last + b"\x00" if self.last is not None else self.resume
-        probe = store_probe(self.store, self.job.raw_table, self.end)
+        look = store_probe(self.store, self.job.raw_table, self.end)
+
+        def probe(key: bytes, n: int) -> list[bytes]:
+            # the probes can take seconds on a busy store: the lease must not run out
+            self.lease.tick(self.committed_rows + self.out.rows_read, self.last)
+            return look(key, n)
+
         cut = choose_cut(start, self.end, probe, self.params.split_min_rows)
+        self.lease.split_requested = False  # a beat meanwhile saw the same request
         if cut is None or len(cut.key) > MAX_KEY:
             self.io.decline_split(f"less than 2 x {self.params.split_min_rows} rows left")
             return

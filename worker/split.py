@@ -41,10 +41,10 @@ Probe = Callable[[bytes, int], list[bytes]]
 WIDTH = 32
 """Bytes after the common prefix that positions are computed on (finer differences
 are below the resolution of an estimate anyway)."""
-DENSITY_PROBES = 64
-FIRST_GRID = 32
-FIND_END_PROBES = 64
-SHAPE_PROBES = 16
+DENSITY_PROBES = 32
+FIRST_GRID = 16
+FIND_END_PROBES = 16
+SHAPE_PROBES = 8
 KEYS_PER_PROBE = 32
 
 
@@ -216,9 +216,10 @@ def _find_last(
     key known to exist and the bound with one-key probes; the keys met are added to
     ``seen``."""
     a, b = space.pos(known), space.pos(bound)
+    enough = (b - a) >> FIND_END_PROBES  # finer is the density estimate's job
     for _ in range(FIND_END_PROBES):
         mid = (a + b) // 2
-        if mid <= a:
+        if mid <= a or b - a <= enough:
             break
         found = look(space.key(mid), 1)
         if found and found[0] > known:
