@@ -111,6 +111,10 @@ def _signal_worker(rig: Rig, f: Fault, snap: Snap) -> None:
     worker at once; then start as many new ones."""
     victim = rig.victim(snap, f.stage)
     assert victim is not None
+    if f.kind == "worker_term" and f.variant == "all":
+        # a worker SIGTERMed before it installed its handlers dies of it (exit -15): a
+        # replacement spawned by an earlier kill may still be starting on a busy machine
+        rig.wait_started()
     victims = [victim]
     if f.variant == "all":
         victims += [w for w in rig.workers_alive() if w is not victim and not w.signalled]
