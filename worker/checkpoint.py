@@ -11,7 +11,10 @@ the fold starts afresh. So a taker after a kill re-reads at most one interval,
 and the chunk's memory is bounded by one interval too. The last segment is
 committed with the chunk's completion (by the processor).
 
-A split request arrives with a lease beat. The owner then chooses a cut beyond
+A chunk that turns out much larger than planned (``TRIM_FACTOR`` times
+``chunk_rows`` folded, and still ``split_min_rows`` to go) hands the rest of its
+range off at once as a new chunk, cut at the next row: no probe of the middle
+needed. A split request arrives with a lease beat. The owner then chooses a cut beyond
 every key it has read (:func:`nightfold.worker.split.choose_cut`), shrinks its
 chunk to it in one fenced transaction that also records the tail as a new
 chunk, and stops its scan at the cut. Too little left: it declines, and the
@@ -41,6 +44,10 @@ from nightfold.worker.split import choose_cut, store_probe
 
 log = logging.getLogger(__name__)
 
+TRIM_FACTOR = 1.5
+"""A chunk that has folded this many times ``chunk_rows`` hands the rest of its range
+off as a new chunk (when at least ``split_min_rows`` are left): no planned work unit
+grows past about 1.5x the plan, whatever the plan misjudged."""
 MAX_KEY = 512
 """Longest key the chunks table holds (``VARBINARY(512)``): a checkpoint or a cut
 needs a key that fits, so a longer one is skipped (the next batch's may fit)."""
@@ -109,6 +116,7 @@ class SegmentedMap:
         self.malformed = 0
         self.splits: list[int] = []
         """Indexes of the chunks this attempt split off."""
+        self.trimmed = False
 
     def run(self) -> tuple[SegmentSpec, int, int]:
         """Fold up to the end; returns the last segment (written, not committed:
@@ -141,8 +149,38 @@ class SegmentedMap:
         if self.lease.split_requested:
             self.lease.split_requested = False
             self._split()
+        elif self._oversized():
+            self._trim()
         if self._due():
             self._checkpoint()
+
+    def _oversized(self) -> bool:
+        rows = self.committed_rows + self.out.rows_read
+        return not self.trimmed and rows >= TRIM_FACTOR * self.params.chunk_rows
+
+    def _trim(self) -> None:
+        """Much larger than planned: keep what was read, hand the rest off (if enough
+        is left to be worth a chunk: one keys-only probe of ``split_min_rows`` keys)."""
+        assert self.last is not None
+        self.trimmed = True  # once per attempt: the tail gets its own chance
+        ahead = store_probe(self.store, self.job.raw_table, self.end)(
+            self.last + b"\x00", self.params.split_min_rows
+        )
+        if len(ahead) < self.params.split_min_rows or len(ahead[0]) > MAX_KEY:
+            return
+        idx = self.io.split(self.end, ahead[0])
+        if idx is None:
+            return
+        log.info(
+            "%s: %d rows, over %.1f x chunk_rows: the rest from %r handed off to map[%d]",
+            self.claim.label,
+            self.committed_rows + self.out.rows_read,
+            TRIM_FACTOR,
+            ahead[0],
+            idx,
+        )
+        self.end = ahead[0]
+        self.splits.append(idx)
 
     def _due(self) -> bool:
         rows = self.out.rows_read

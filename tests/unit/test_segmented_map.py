@@ -196,3 +196,22 @@ def test_too_little_left_declines_the_split(store: LocalStore) -> None:
     io.finish(run_map(claim(0, ALL, 1, p, io), store, JOB, lease, io).last)
     assert not io.splits and len(io.declined) == 1
     reduce_and_check(store, io, p)
+
+
+def test_a_chunk_much_larger_than_planned_hands_the_rest_off(store: LocalStore) -> None:
+    # Given chunks planned at 800 rows and one chunk holding the whole day (3000)
+    p, io = params(chunk_rows=800, split_min_rows=100), MemoryIO()
+    todo, done = [(0, ALL)], []
+    while todo:
+        idx, key_range = todo.pop()
+        before = len(io.splits)
+        result = run_map(claim(idx, key_range, 1, p, io), store, JOB, NoLease(), io)
+        io.finish(result.last)
+        done.append(result.rows_read)
+        # each time past 1.5 x the plan, the rest becomes a new chunk
+        for parent, end, cut in io.splits[before:]:
+            assert parent == idx
+            todo.append((1001 + io.splits.index((parent, end, cut)), KeyRange(cut, end)))
+    assert sum(done) == ROWS and len(done) >= 3
+    assert max(done) <= 1.5 * 800 + p.scan_batch
+    reduce_and_check(store, io, p)
