@@ -68,7 +68,7 @@ def _segments(db_url: str) -> dict[int, tuple[int, int]]:
     return {int(a): (int(n), int(r)) for a, n, r in rows}
 
 
-def _one(label: str, url: str, checkpoint_rows: int) -> dict[str, Any]:
+def _one(label: str, url: str, checkpoint_rows: int, checkpoint_seconds: float) -> dict[str, Any]:
     store = open_store(url)
     try:
         _clear_outputs(store, DAY)
@@ -81,6 +81,7 @@ def _one(label: str, url: str, checkpoint_rows: int) -> dict[str, Any]:
         "salt_buckets": 1,
         "split_min_rows": 10**12,
         "checkpoint_rows": checkpoint_rows,
+        "checkpoint_seconds": checkpoint_seconds,
         "job": "paced_daily",
         "job_modules": "tests.support.jobs",
     }
@@ -121,6 +122,7 @@ def _one(label: str, url: str, checkpoint_rows: int) -> dict[str, Any]:
     out = {
         "label": label,
         "checkpoint_rows": checkpoint_rows,
+        "checkpoint_seconds": checkpoint_seconds,
         "chunk_rows": chunk_rows,
         "victim_read": victim_read,
         "committed_at_kill": committed,
@@ -154,8 +156,10 @@ def run() -> dict[str, Any]:
     url = _store_url()
     log(f"resume: one chunk of {CHUNK:,} rows, {BACKEND} backends, killed at {KILL_AT:.0%}")
     _put(url, list(generate_rows(DAY, CHUNK, salt_buckets=1)))
-    with_checkpoints = _one("resume-checkpoints", url, CHECKPOINT_ROWS)
-    without = _one("resume-no-checkpoints", url, CHUNK * 10)
+    with_checkpoints = _one(
+        "resume-checkpoints", url, CHECKPOINT_ROWS, RunParams.checkpoint_seconds
+    )
+    without = _one("resume-no-checkpoints", url, CHUNK * 10, 10.0**9)
     result = {
         "resume_redo_fraction": with_checkpoints["redo_fraction"],
         "resume_checkpoint_rows": CHECKPOINT_ROWS,
