@@ -2,6 +2,8 @@
 
     python -m bench                      # everything, in order
     python -m bench overhead recovery    # some of them (and the report)
+    python -m bench fleet --quick        # quick mode (NIGHTFOLD_BENCH_QUICK=1): shorter
+                                         # windows, smaller plans, for development
 
 Each benchmark writes ``bench/results/<name>.json``; a failing one is recorded
 and the others still run (the exit code is then 1). The total wall time goes to
@@ -22,6 +24,8 @@ ORDER = (
     "overhead",
     "scaling",
     "coordinator",
+    "statements",
+    "fleet",
     "recovery",
     "worker_kill",
     "celery_compare",
@@ -29,6 +33,7 @@ ORDER = (
     "skew",
     "resume",
     "profile",
+    "console",
 )
 
 
@@ -37,6 +42,9 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip())
         print(f"\nbenchmarks: {', '.join(ORDER)}")
         return 0
+    if "--quick" in argv:
+        os.environ["NIGHTFOLD_BENCH_QUICK"] = "1"
+        argv = [a for a in argv if a != "--quick"]
     chosen = [a for a in argv if a in ORDER] or list(ORDER)
     unknown = [a for a in argv if a not in ORDER]
     if unknown:

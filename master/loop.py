@@ -97,6 +97,11 @@ class Master:
                     f"run {latest.label} is still {latest.state.value}: resume it without "
                     f"--rerun, or cancel it first (nightfold cancel --day {day.isoformat()})"
                 )
+            if latest is not None and not run_repo.lock_finished(conn, latest.id):
+                # an operator's retry reopened it since we read it (we now hold its row)
+                raise RunConflict(
+                    f"run {latest.label} was reopened by a retry: resume it without --rerun"
+                )
             if latest is not None and chunk_repo.held_claims(conn, latest.id):
                 return None  # its workers may still write: wait for them to let go
             generation = latest.generation + 1 if latest else 1

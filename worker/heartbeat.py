@@ -22,11 +22,6 @@ class Released(Exception):
     """Stop working on the chunk and give it back (shutdown deadline or cancel)."""
 
 
-BEAT_SECONDS = 2.0
-"""The longest pause between beats (shorter for a short lease): the beat is also how
-the owner hears that the master wants its chunk split while workers are idle."""
-
-
 class LeaseKeeper:
     """Beats for one claim at most every ``interval`` seconds; raises on cancel
     or shutdown, and ChunkLost (from the repository) when fenced out. A beat that
@@ -37,7 +32,9 @@ class LeaseKeeper:
         self.url = url
         self.claim = claim
         self.hard_stop = hard_stop
-        self.interval = max(0.5, min(BEAT_SECONDS, claim.run.params.lease_seconds / 4))
+        # the beat is also how the owner hears that the master wants its chunk split
+        # (so within lease / 4: a chunk worth splitting runs for longer than that)
+        self.interval = max(0.5, claim.run.params.lease_seconds / 4)
         self.split_requested = False
         self._next = time.monotonic() + self.interval
         self._last_ok = time.monotonic()

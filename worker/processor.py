@@ -31,14 +31,14 @@ from sqlalchemy import Engine
 
 from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
-from nightfold.common.db import segments as segment_repo
-from nightfold.common.db.chunks import Claim
+from nightfold.common.db.chunks import Claim, Completion
 from nightfold.common.db.engine import retrying
 from nightfold.common.errors import AccessRefused, ChunkLost, NightfoldError, ServiceUnavailable
 from nightfold.common.jobs import get_job
 from nightfold.common.states import ChunkState
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Hint
+from nightfold.worker.batching import ChunkBatches
 from nightfold.worker.checkpoint import DbChunkIO
 from nightfold.worker.executor import Result, execute
 from nightfold.worker.heartbeat import LeaseKeeper, Released
@@ -92,6 +92,8 @@ class ChunkProcessor:
         self.hooks = hooks
         self.hard_stop = hard_stop if hard_stop is not None else threading.Event()
         self.on_claim = on_claim
+        self.batches = ChunkBatches(engine, me)
+        """Claims and completions of this process's threads, group-committed."""
 
     def process(
         self, hint: Hint, store: Store, claimed: Callable[[], None] = lambda: None
@@ -110,8 +112,7 @@ class ChunkProcessor:
 
     def _process(self, hint: Hint, store: Store, claimed: Callable[[], None]) -> Processed:
         def claim_it() -> Claim | None:
-            with self.engine.begin() as conn:
-                return chunk_repo.claim(conn, hint.chunk_id, self.me)
+            return self.batches.claim(hint.chunk_id)
 
         claim = self._db(claim_it, f"claim chunk {hint.chunk_id}")
         claimed()
@@ -156,13 +157,13 @@ class ChunkProcessor:
 
     def _complete(self, claim: Claim, result: Result) -> None:
         def complete() -> None:
-            with self.engine.begin() as conn:
-                if result.last is not None:  # a map: its last segment commits with it
-                    segment_repo.finish(conn, claim, result.last)
-                else:
-                    chunk_repo.complete(
-                        conn, claim, result.rows_read, result.rows_malformed, result.rejects
-                    )
+            # a map's last segment commits with the completion (its rejects went with
+            # its segments, and its rows are then the sums of the committed ones)
+            self.batches.complete(
+                Completion(
+                    claim, result.rows_read, result.rows_malformed, result.rejects, result.last
+                )
+            )
 
         self._db(complete, f"complete {claim.label}")
 

@@ -29,16 +29,18 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
-from nightfold.common.db.chunks import QUARANTINE_LIMIT, Claim, complete, still_ours
+from nightfold.common.db.chunks import QUARANTINE_LIMIT, Claim, Completion, complete, still_ours
+from nightfold.common.db.chunks import SPLIT_REQUESTED as SPLIT_REQUESTED
 from nightfold.common.db.clock import db_now, db_now_plus
 from nightfold.common.db.events import add_event
 from nightfold.common.db.models import Chunk, QuarantinedRow, Run, Segment
 from nightfold.common.errors import ChunkLost
 from nightfold.common.states import ChunkState, Stage
 
-SPLIT_NONE, SPLIT_REQUESTED, SPLIT_DECLINED = 0, 1, 2
-"""``chunks.split_state``: nothing asked; the master asked the owner to split; the
-owner declined (too little left), so the master does not ask this claim again."""
+SPLIT_NONE, SPLIT_DECLINED = 0, 2
+"""``chunks.split_state``: nothing asked; (1, ``SPLIT_REQUESTED``: the master asked the
+owner to split;) the owner declined (too little left), so the master does not ask
+this claim again."""
 
 
 @dataclass(frozen=True)
@@ -127,14 +129,55 @@ def finish(conn: Connection, c: Claim, last: SegmentSpec) -> tuple[int, int]:
     transaction (so both or neither); returns the chunk's (rows, malformed), the
     sums of its committed segments. Raises ChunkLost when fenced out."""
     commit(conn, c, last)
-    rows, malformed = conn.execute(
+    rows, malformed = _sums(conn, c.run.id, [c.idx])[c.idx]
+    complete(conn, c, rows, malformed)
+    return rows, malformed
+
+
+def commit_last(conn: Connection, done: Sequence[Completion]) -> tuple[list[Completion], set[int]]:
+    """Commit the last segments of the map chunks among ``done`` (each fenced), in the
+    caller's transaction, before their completion: returns the completions to make
+    (a map chunk's rows and malformed rows now the sums of its committed segments)
+    and the chunk ids fenced out (nothing written for them)."""
+    lost: set[int] = set()
+    maps = [d for d in done if d.segment is not None]
+    for d in maps:
+        assert d.segment is not None
+        try:
+            commit(conn, d.claim, d.segment)
+        except ChunkLost:
+            lost.add(d.claim.chunk_id)
+    by_run: dict[int, list[int]] = {}
+    for d in maps:
+        if d.claim.chunk_id not in lost:
+            by_run.setdefault(d.claim.run.id, []).append(d.claim.idx)
+    sums = {
+        (run, idx): v for run, idxs in by_run.items() for idx, v in _sums(conn, run, idxs).items()
+    }
+    out = []
+    for d in done:
+        if d.claim.chunk_id in lost:
+            continue
+        if d.segment is not None:
+            rows, malformed = sums[(d.claim.run.id, d.claim.idx)]
+            d = Completion(d.claim, rows, malformed)
+        out.append(d)
+    return out, lost
+
+
+def _sums(conn: Connection, run_id: int, idxs: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """(rows, malformed) of the committed segments of each map chunk ``idxs`` of a run."""
+    rows = conn.execute(
         select(
+            Segment.chunk_idx,
             func.coalesce(func.sum(Segment.rows_read), 0),
             func.coalesce(func.sum(Segment.rows_malformed), 0),
-        ).where(Segment.run_id == c.run.id, Segment.chunk_idx == c.idx)
-    ).one()
-    complete(conn, c, int(rows), int(malformed))
-    return int(rows), int(malformed)
+        )
+        .where(Segment.run_id == run_id, Segment.chunk_idx.in_(list(idxs)))
+        .group_by(Segment.chunk_idx)
+    )
+    found = {int(i): (int(r), int(m)) for i, r, m in rows}
+    return {i: found.get(i, (0, 0)) for i in idxs}
 
 
 def committed(conn: Connection, run_id: int) -> set[SegmentRef]:

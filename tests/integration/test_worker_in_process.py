@@ -11,7 +11,6 @@ chunk, a cancel), through the jobs registry or the repository.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -485,35 +484,66 @@ def test_consumer_loop_dead_letters_garbage_and_works_the_hints(
         assert chunk_repo.counts_by_state(conn_, run.id, Stage.MAP) == {"done": total}
 
 
+class SlowCountLoop(ConsumerLoop):
+    """A loop whose ``chunks_done`` yields the GIL between its read and its write.
+
+    On CPython 3.11 a bare ``x += 1`` is never interrupted in practice, so the
+    unlocked counter of the old runner lost no counts in a plain test; real
+    code around the increment (a log call, a metric) is what opens the window.
+    This widens it on purpose, so a missing lock shows up on every run."""
+
+    _count = 0
+
+    @property  # type: ignore[override]
+    def chunks_done(self) -> int:
+        value = self._count
+        time.sleep(0)
+        return value
+
+    @chunks_done.setter
+    def chunks_done(self, value: int) -> None:
+        time.sleep(0)
+        self._count = value
+
+
+def _settle_from_threads(increment: Callable[[], None], threads: int, per_thread: int) -> None:
+    workers = [
+        threading.Thread(target=lambda: [increment() for _ in range(per_thread)])
+        for _ in range(threads)
+    ]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+
+
 def test_chunks_done_counts_every_finished_chunk_across_threads() -> None:
     """``chunks_done += 1`` ran on the processing threads without a lock; the
     loop now counts outcomes in ``_settle`` under its lock. Many threads settle
-    at once with a tiny switch interval: the count must be exact."""
+    at once, with the read-modify-write widened: the count must be exact, while
+    the same counter bumped without the lock (the old code, the control) loses
+    counts."""
     from nightfold.worker.processor import Processed
 
     settings = Settings(database_url="sqlite://", store_url="local:///nonexistent")
     proc = ChunkProcessor(settings, None, "w-count", Hooks())  # type: ignore[arg-type]
-    loop = ConsumerLoop(settings, proc, lambda: None, lambda: None, Hooks())  # type: ignore[arg-type,return-value]
-    threads, per_thread = 8, 5000
+    loop = SlowCountLoop(settings, proc, lambda: None, lambda: None, Hooks())  # type: ignore[arg-type,return-value]
+    threads, per_thread = 8, 300
     loop._busy = threads * per_thread
     done = Processed(Outcome.DONE, 1, ChunkState.DONE)
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
 
-        def settle_many() -> None:
-            for _ in range(per_thread):
-                loop._settle(Delivery(hint=None), done, reject=False)
-
-        workers = [threading.Thread(target=settle_many) for _ in range(threads)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    _settle_from_threads(
+        lambda: loop._settle(Delivery(hint=None), done, reject=False), threads, per_thread
+    )
     assert loop.chunks_done == threads * per_thread
     assert loop._busy == 0
+
+    def unlocked_increment() -> None:  # what the old runner did on each processing thread
+        control.chunks_done += 1
+
+    control = SlowCountLoop(settings, proc, lambda: None, lambda: None, Hooks())  # type: ignore[arg-type,return-value]
+    _settle_from_threads(unlocked_increment, threads, per_thread)
+    assert control.chunks_done < threads * per_thread, "the control should lose counts"
 
 
 # -- the master's tick ----------------------------------------------------------------------
