@@ -155,16 +155,17 @@ class ChunkBatches:
 
     def _complete(self, batch: list[Completion]) -> list[BaseException | None]:
         with self.engine.begin() as conn:
-            # map chunks: their last segments commit first, in the same transaction
-            todo, lost = segment_repo.commit_last(conn, batch)
-            if len(todo) == 1:
-                d = todo[0]
+            if len(batch) == 1:
+                d = batch[0]
                 try:
                     chunk_repo.complete(conn, d.claim, d.rows_read, d.rows_malformed, d.rejects)
-                except ChunkLost:
-                    lost.add(d.claim.chunk_id)
-            elif todo:
-                lost |= chunk_repo.complete_many(conn, todo)
+                except ChunkLost as exc:
+                    return [exc]
+                lost: set[int] = set()
+            else:
+                lost = chunk_repo.complete_many(conn, batch)
+            # map chunks: their last segments, recorded with the completion (fenced by it)
+            segment_repo.record_last(conn, [d for d in batch if d.claim.chunk_id not in lost])
         return [
             ChunkLost(f"{d.claim.label}: cannot complete, claim lost")
             if d.claim.chunk_id in lost

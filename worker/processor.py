@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 
 from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db import segments as segment_repo
 from nightfold.common.db.chunks import Claim, Completion
 from nightfold.common.db.engine import retrying
 from nightfold.common.errors import AccessRefused, ChunkLost, NightfoldError, ServiceUnavailable
@@ -157,13 +158,15 @@ class ChunkProcessor:
 
     def _complete(self, claim: Claim, result: Result) -> None:
         def complete() -> None:
-            # a map's last segment commits with the completion (its rejects went with
-            # its segments, and its rows are then the sums of the committed ones)
-            self.batches.complete(
-                Completion(
-                    claim, result.rows_read, result.rows_malformed, result.rejects, result.last
+            # a map's last segment is recorded with the completion, and its counters
+            # are the chunk's totals (its committed segments' and this attempt's)
+            if result.last is not None:
+                done = segment_repo.completion(
+                    claim, result.last, result.rows_read, result.rows_malformed
                 )
-            )
+            else:
+                done = Completion(claim, result.rows_read, result.rows_malformed, result.rejects)
+            self.batches.complete(done)
 
         self._db(complete, f"complete {claim.label}")
 

@@ -80,6 +80,8 @@ class Claim:
     """The number of the next segment (the chunk's committed segments so far)."""
     rows_committed: int = 0
     """Rows the committed segments folded."""
+    malformed_committed: int = 0
+    """Malformed rows among them."""
 
     @property
     def resume_from(self) -> bytes:
@@ -427,6 +429,7 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
             Chunk.resume_key.label("chunk_resume"),
             Chunk.next_seq.label("chunk_seq"),
             Chunk.rows_committed.label("chunk_committed"),
+            Chunk.malformed_committed.label("chunk_malformed"),
         )
         .join_from(Chunk, Run, Run.id == Chunk.run_id)
         .where(Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value)
@@ -464,6 +467,7 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
         resume_key=None if row.chunk_resume is None else bytes(row.chunk_resume),
         next_seq=int(row.chunk_seq or 0),
         rows_committed=int(row.chunk_committed or 0),
+        malformed_committed=int(row.chunk_malformed or 0),
     )
 
 
@@ -494,6 +498,7 @@ def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int,
             Chunk.resume_key,
             Chunk.next_seq,
             Chunk.rows_committed,
+            Chunk.malformed_committed,
         )
         .where(Chunk.id.in_(ids), Chunk.state == ChunkState.QUEUED.value, _live_run())
         .order_by(Chunk.run_id, Chunk.id)
@@ -541,6 +546,7 @@ def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int,
                 resume_key=None if x.resume_key is None else bytes(x.resume_key),
                 next_seq=int(x.next_seq or 0),
                 rows_committed=int(x.rows_committed or 0),
+                malformed_committed=int(x.malformed_committed or 0),
             )
     add_chunk_row_events(conn, "claimed", list(claims))
     return claims
@@ -677,9 +683,10 @@ class Completion:
     rows_malformed: int
     rejects: Sequence[tuple[bytes, str]] = ()
     segment: SegmentSpec | None = None
-    """A map chunk's last segment, committed in the same transaction
-    (:func:`~nightfold.common.db.segments.commit_last`); its rows then count from
-    the committed segments, and its quarantined rows went with them."""
+    """A map chunk's last segment, recorded in the same transaction once the chunk is
+    done (:func:`~nightfold.common.db.segments.record_last`); the counters are then the
+    chunk's totals (its earlier segments' and this attempt's), the rejects the last
+    segment's (the earlier ones were quarantined with their segments)."""
 
 
 def complete_many(conn: Connection, done: Sequence[Completion]) -> set[int]:

@@ -99,7 +99,10 @@ class Chunk(Base):
     next_seq: Mapped[int] = mapped_column(Integer, default=0)
     """Committed segments of the chunk, so the number of the next one."""
     rows_committed: Mapped[int] = mapped_column(BigInteger, default=0)
-    """Rows folded by the committed segments."""
+    """Rows folded by the committed segments (but the last: it commits with the chunk's
+    completion, which records the chunk's totals)."""
+    malformed_committed: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Malformed rows among them."""
     split_state: Mapped[int] = mapped_column(Integer, default=0)
     """0 none, 1 the master asked the owner to split, 2 the owner declined (this claim)."""
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
-from nightfold.common.db.chunks import QUARANTINE_LIMIT, Claim, Completion, complete, still_ours
+from nightfold.common.db.chunks import QUARANTINE_LIMIT, Claim, Completion, still_ours
 from nightfold.common.db.chunks import SPLIT_REQUESTED as SPLIT_REQUESTED
 from nightfold.common.db.clock import db_now, db_now_plus
 from nightfold.common.db.events import add_event
@@ -80,6 +80,7 @@ def commit(conn: Connection, c: Claim, seg: SegmentSpec) -> None:
             resume_key=seg.resume_key,
             next_seq=seg.seq + 1,
             rows_committed=Chunk.rows_committed + seg.rows_read,
+            malformed_committed=Chunk.malformed_committed + seg.rows_malformed,
             lease_expires_at=db_now_plus(c.run.params.lease_seconds),
         )
     ).rowcount
@@ -124,60 +125,46 @@ def _committed_by(conn: Connection, c: Claim, seq: int) -> bool:
     )
 
 
-def finish(conn: Connection, c: Claim, last: SegmentSpec) -> tuple[int, int]:
-    """Commit the chunk's last segment and complete the chunk, in the caller's
-    transaction (so both or neither); returns the chunk's (rows, malformed), the
-    sums of its committed segments. Raises ChunkLost when fenced out."""
-    commit(conn, c, last)
-    rows, malformed = _sums(conn, c.run.id, [c.idx])[c.idx]
-    complete(conn, c, rows, malformed)
-    return rows, malformed
+def record_last(conn: Connection, done: Sequence[Completion]) -> None:
+    """Record the last segments of map chunks just completed (``done``: the ones the
+    completion moved to done, in this transaction): one multi-row INSERT.
+
+    The completion's fenced move is the fence (it succeeds for the claim's owner and
+    attempt only, and that attempt numbered its segments from the chunk's
+    ``next_seq``), and ``(run, chunk, seq)`` is unique besides; the chunk's
+    checkpoint columns are not moved any more (a done chunk is never resumed). So a
+    map chunk's completion costs one statement more than a reduce item's, alone or in
+    a batch."""
+    rows = [
+        {
+            "run_id": d.claim.run.id,
+            "chunk_idx": d.claim.idx,
+            "seq": d.segment.seq,
+            "attempt": d.claim.attempt,
+            "span": d.segment.span.decode(),
+            "resume_key": d.segment.resume_key,
+            "rows_read": d.segment.rows_read,
+            "rows_malformed": d.segment.rows_malformed,
+            "created_at": db_now(),
+        }
+        for d in done
+        if d.segment is not None
+    ]
+    if rows:  # one INSERT ... VALUES (...), (...) whatever the count
+        conn.execute(insert(Segment).values(rows))
 
 
-def commit_last(conn: Connection, done: Sequence[Completion]) -> tuple[list[Completion], set[int]]:
-    """Commit the last segments of the map chunks among ``done`` (each fenced), in the
-    caller's transaction, before their completion: returns the completions to make
-    (a map chunk's rows and malformed rows now the sums of its committed segments)
-    and the chunk ids fenced out (nothing written for them)."""
-    lost: set[int] = set()
-    maps = [d for d in done if d.segment is not None]
-    for d in maps:
-        assert d.segment is not None
-        try:
-            commit(conn, d.claim, d.segment)
-        except ChunkLost:
-            lost.add(d.claim.chunk_id)
-    by_run: dict[int, list[int]] = {}
-    for d in maps:
-        if d.claim.chunk_id not in lost:
-            by_run.setdefault(d.claim.run.id, []).append(d.claim.idx)
-    sums = {
-        (run, idx): v for run, idxs in by_run.items() for idx, v in _sums(conn, run, idxs).items()
-    }
-    out = []
-    for d in done:
-        if d.claim.chunk_id in lost:
-            continue
-        if d.segment is not None:
-            rows, malformed = sums[(d.claim.run.id, d.claim.idx)]
-            d = Completion(d.claim, rows, malformed)
-        out.append(d)
-    return out, lost
-
-
-def _sums(conn: Connection, run_id: int, idxs: Sequence[int]) -> dict[int, tuple[int, int]]:
-    """(rows, malformed) of the committed segments of each map chunk ``idxs`` of a run."""
-    rows = conn.execute(
-        select(
-            Segment.chunk_idx,
-            func.coalesce(func.sum(Segment.rows_read), 0),
-            func.coalesce(func.sum(Segment.rows_malformed), 0),
-        )
-        .where(Segment.run_id == run_id, Segment.chunk_idx.in_(list(idxs)))
-        .group_by(Segment.chunk_idx)
+def completion(c: Claim, last: SegmentSpec, read: int, malformed: int) -> Completion:
+    """The completion of a map chunk whose attempt read ``read`` rows (``malformed`` of
+    them) after its checkpoint and wrote ``last`` as its last segment: the chunk's
+    totals are its committed segments' and those."""
+    return Completion(
+        c,
+        c.rows_committed + read,
+        c.malformed_committed + malformed,
+        last.rejects,
+        last,
     )
-    found = {int(i): (int(r), int(m)) for i, r, m in rows}
-    return {i: found.get(i, (0, 0)) for i in idxs}
 
 
 def committed(conn: Connection, run_id: int) -> set[SegmentRef]:

@@ -71,6 +71,9 @@ def upgrade() -> None:
             sa.Column("rows_committed", sa.BigInteger(), nullable=False, server_default="0")
         )
         batch_op.add_column(
+            sa.Column("malformed_committed", sa.BigInteger(), nullable=False, server_default="0")
+        )
+        batch_op.add_column(
             sa.Column("split_state", sa.Integer(), nullable=False, server_default="0")
         )
 
@@ -78,6 +81,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("chunks", schema=None) as batch_op:
         batch_op.drop_column("split_state")
+        batch_op.drop_column("malformed_committed")
         batch_op.drop_column("rows_committed")
         batch_op.drop_column("next_seq")
         batch_op.drop_column("resume_key")
