@@ -218,7 +218,9 @@ def plan_trial(
     faults = [_fault(k, rng) for k in chosen if k not in ("poison", "rerun_changed_raw")]
     faults.sort(key=lambda f: (PHASES.index(f.window[0]), f.frac))
     n_rows = rng.randint(*rows)
-    salt = rng.choice((4, 8, 16))
+    # a segments trial's chunks must live for seconds: few salt ranges (no chunk
+    # straddles one), so the chunks are large
+    salt = rng.choice((2, 4)) if scenario in SEGMENTS else rng.choice((4, 8, 16))
     # a segments trial's chunks are fewer and larger: they must live for seconds
     map_chunks = rng.randint(4, 8) if scenario in SEGMENTS else rng.randint(12, 28)
     rerun_kill = ""

@@ -27,8 +27,9 @@ from tests.support.chaos.plan import SEGMENTS, Fault
 from tests.support.chaos.procs import Proc
 from tests.support.chaos.rig import Rig
 
-MAP_SLEEP = "0.03"
-"""Seconds the paced map sleeps per scan batch."""
+MAP_SLEEP = "0.05"
+"""Seconds the paced map sleeps per scan batch (of 20 rows: 400 rows/s, so a chunk of
+500-1500 rows lasts seconds)."""
 
 
 def env(chunk_rows: int) -> dict[str, str]:
