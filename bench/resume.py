@@ -3,7 +3,10 @@ rows; rows re-read by the taker over the chunk's rows (``resume_redo_fraction``,
 target <= 0.15), with the checkpoint interval it was measured at (issue 15).
 
 One salt bucket and a ``chunk_rows`` above the day's rows make the day one map
-chunk; splitting is off, so the chunk stays whole. The victim runs the
+chunk -- or one per HBase region, if the table has split (chunks never straddle a
+region): the victim then takes chunk 0 (a window of one chunk in flight), and the
+kill comes at 90% of that chunk's rows, counted keys-only after planning.
+Splitting is off, so the chunk stays whole. The victim runs the
 ``paced_daily`` job (``tests.support.jobs``: merchant_daily that SIGKILLs its own
 process once it has folded ``NIGHTFOLD_TEST_DIE_AFTER_ROWS`` rows -- nothing
 after it runs, as with a kill from outside, and the point of the kill is known to
@@ -35,9 +38,10 @@ from sqlalchemy import func, select
 
 from bench.common import WORK, log, write_result
 from bench.runner import nightfold_env, spawn_nightfold, workers_registered
-from bench.skew import BACKEND, QUICK, _clear_outputs, _put, _services, _state, _store_url
+from bench.skew import BACKEND, PREFIX, QUICK, _clear_outputs, _put, _services, _state, _store_url
 from nightfold.common.db.engine import make_engine
 from nightfold.common.db.models import Chunk, Segment
+from nightfold.common.keys import KeyRange
 from nightfold.common.params import RunParams
 from nightfold.common.store import open_store
 from nightfold.ops.seeding import generate_rows
@@ -52,20 +56,39 @@ TARGET = 0.15
 
 
 def _segments(db_url: str) -> dict[int, tuple[int, int]]:
-    """Per attempt: (segments, rows) committed."""
+    """Per attempt: (segments, rows) committed of map chunk 0."""
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(Segment.attempt, func.count(), func.sum(Segment.rows_read)).group_by(
-                    Segment.attempt
-                )
+                select(Segment.attempt, func.count(), func.sum(Segment.rows_read))
+                .where(Segment.chunk_idx == 0)
+                .group_by(Segment.attempt)
             ).all()
+    finally:
+        engine.dispose()
+    return {int(a): (int(n), int(r)) for a, n, r in rows}
+
+
+def _chunk0_rows(db_url: str, url: str) -> tuple[int, int]:
+    """(rows of map chunk 0, map chunks planned), the rows by a keys-only count."""
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            start, end = conn.execute(
+                select(Chunk.start_key, Chunk.end_key).where(Chunk.stage == "map", Chunk.idx == 0)
+            ).one()
             chunks = conn.execute(select(func.count()).where(Chunk.stage == "map")).scalar_one()
     finally:
         engine.dispose()
-    assert chunks == 1, f"the day was planned as {chunks} map chunks, not one"
-    return {int(a): (int(n), int(r)) for a, n, r in rows}
+    store = open_store(url)
+    try:
+        scan = store.scan(
+            "nightfold_raw", KeyRange(bytes(start), bytes(end)), keys_only=True, batch_size=5000
+        )
+        return sum(1 for _ in scan), int(chunks)
+    finally:
+        store.close()
 
 
 def _one(label: str, url: str, checkpoint_rows: int, checkpoint_seconds: float) -> dict[str, Any]:
@@ -74,12 +97,12 @@ def _one(label: str, url: str, checkpoint_rows: int, checkpoint_seconds: float) 
         _clear_outputs(store, DAY)
     finally:
         store.close()
-    die_at = int(CHUNK * KILL_AT)
     logs = WORK / "logs" / label
     settings = {
         "chunk_rows": CHUNK * 10,
         "salt_buckets": 1,
-        "split_min_rows": 10**12,
+        "split_min_rows": 10**9,
+        "max_in_flight": 1,
         "checkpoint_rows": checkpoint_rows,
         "checkpoint_seconds": checkpoint_seconds,
         "job": "paced_daily",
@@ -91,6 +114,8 @@ def _one(label: str, url: str, checkpoint_rows: int, checkpoint_seconds: float) 
         procs = [master]
         try:
             wait_for(lambda: _state(db_url) == "mapping", 600, f"{label}: the plan")
+            planned, chunks = _chunk0_rows(db_url, url)
+            die_at = int(planned * KILL_AT)
             victim = spawn_nightfold(
                 {**env, "NIGHTFOLD_TEST_DIE_AFTER_ROWS": str(die_at)},
                 logs,
@@ -119,7 +144,9 @@ def _one(label: str, url: str, checkpoint_rows: int, checkpoint_seconds: float) 
     victim_read = die_at + (-die_at) % RunParams.scan_batch  # it dies at a batch's end
     reread = victim_read - committed
     assert taker_read - (chunk_rows - victim_read) == reread
+    assert chunk_rows == planned, (chunk_rows, planned)
     out = {
+        "map_chunks_planned": chunks,
         "label": label,
         "checkpoint_rows": checkpoint_rows,
         "checkpoint_seconds": checkpoint_seconds,
@@ -153,7 +180,7 @@ def _verify(env: dict[str, str], label: str) -> bool:
 
 
 def run() -> dict[str, Any]:
-    url = _store_url()
+    url = _store_url().replace(f"table_prefix={PREFIX}", "table_prefix=nfresume")
     log(f"resume: one chunk of {CHUNK:,} rows, {BACKEND} backends, killed at {KILL_AT:.0%}")
     _put(url, list(generate_rows(DAY, CHUNK, salt_buckets=1)))
     with_checkpoints = _one(

@@ -169,7 +169,7 @@ def _one(variant: str, rep: int, url: str, late: list[Row]) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "chunk_rows": CHUNK_ROWS,
         "salt_buckets": SALT_BUCKETS,
-        "split_min_rows": SPLIT_MIN_ROWS if variant != "skewed_no_split" else 10**12,
+        "split_min_rows": SPLIT_MIN_ROWS if variant != "skewed_no_split" else 10**9,
     }
     logs = WORK / "logs" / label
     with _services("sk") as (db_url, broker):

@@ -43,7 +43,8 @@ class RunParams:
     """... or every this many seconds, whichever comes first."""
     split_min_rows: int = 10_000
     """A running map chunk is split only when both halves would keep at least this
-    many rows: below that a new chunk costs more than it saves."""
+    many rows: below that a new chunk costs more than it saves. A billion or more
+    turns run-time splits off."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 from sqlalchemy import Connection
 
 from nightfold.common.db import segments as segment_repo
-from nightfold.common.db.segments import SPLIT_NONE, SPLIT_REQUESTED, Running
+from nightfold.common.db.segments import SPLIT_NONE, SPLIT_REQUESTED, SPLITS_OFF, Running
 
 
 def pick_split(waiting: int, running: Sequence[Running], min_rows: int) -> Running | None:
     """The chunk to ask for a split, or None: only when no map chunk waits and no
     request is outstanding, the running chunk that has read the most, if it has
     read at least ``min_rows`` (a chunk just claimed has shown nothing yet)."""
-    if waiting or any(r.split_state == SPLIT_REQUESTED for r in running):
+    if waiting or min_rows >= SPLITS_OFF or any(r.split_state == SPLIT_REQUESTED for r in running):
         return None
     candidates = [r for r in running if r.split_state == SPLIT_NONE and r.rows_read >= min_rows]
     if not candidates:

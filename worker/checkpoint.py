@@ -35,7 +35,7 @@ from sqlalchemy import Engine
 from nightfold.common.db import segments as segment_repo
 from nightfold.common.db.chunks import Claim
 from nightfold.common.db.engine import db_errors, retrying
-from nightfold.common.db.segments import SegmentRef, SegmentSpec
+from nightfold.common.db.segments import SPLITS_OFF, SegmentRef, SegmentSpec
 from nightfold.common.errors import ChunkLost, ServiceUnavailable
 from nightfold.common.jobs.base import Job, MapOutput, fold_rows
 from nightfold.common.keys import KeyRange, span_id
@@ -46,8 +46,10 @@ log = logging.getLogger(__name__)
 
 TRIM_FACTOR = 1.5
 """A chunk that has folded this many times ``chunk_rows`` hands the rest of its range
-off as a new chunk (when at least ``split_min_rows`` are left): no planned work unit
-grows past about 1.5x the plan, whatever the plan misjudged."""
+off as a new chunk (when at least ``min(split_min_rows, chunk_rows)`` rows are left):
+no planned work unit grows past about 1.5x the plan, whatever the plan misjudged."""
+PROBE_BATCH = 5000
+"""Keys per round trip of the trim's look ahead."""
 MAX_KEY = 512
 """Longest key the chunks table holds (``VARBINARY(512)``): a checkpoint or a cut
 needs a key that fits, so a longer one is skipped (the next batch's may fit)."""
@@ -155,18 +157,22 @@ class SegmentedMap:
             self._checkpoint()
 
     def _oversized(self) -> bool:
+        if self.trimmed or self.params.split_min_rows >= SPLITS_OFF:
+            return False
         rows = self.committed_rows + self.out.rows_read
-        return not self.trimmed and rows >= TRIM_FACTOR * self.params.chunk_rows
+        return rows >= TRIM_FACTOR * self.params.chunk_rows
 
     def _trim(self) -> None:
         """Much larger than planned: keep what was read, hand the rest off (if enough
-        is left to be worth a chunk: one keys-only probe of ``split_min_rows`` keys)."""
+        is left to be worth a chunk: one keys-only look ahead of at most
+        ``min(split_min_rows, chunk_rows)`` keys)."""
         assert self.last is not None
         self.trimmed = True  # once per attempt: the tail gets its own chance
-        ahead = store_probe(self.store, self.job.raw_table, self.end)(
-            self.last + b"\x00", self.params.split_min_rows
+        want = min(self.params.split_min_rows, self.params.chunk_rows)
+        ahead = store_probe(self.store, self.job.raw_table, self.end, batch=PROBE_BATCH)(
+            self.last + b"\x00", want
         )
-        if len(ahead) < self.params.split_min_rows or len(ahead[0]) > MAX_KEY:
+        if len(ahead) < want or len(ahead[0]) > MAX_KEY:
             return
         idx = self.io.split(self.end, ahead[0])
         if idx is None:

@@ -308,13 +308,15 @@ def _part(a: int, b: int, n: float, cut: int) -> float:
     return n * (cut - a) / (b - a)
 
 
-def store_probe(store: Store, table: str, end: bytes) -> Probe:
-    """A :data:`Probe` over ``store``: one short keys-only scan from the key."""
+def store_probe(store: Store, table: str, end: bytes, batch: int = KEYS_PER_PROBE) -> Probe:
+    """A :data:`Probe` over ``store``: one short keys-only scan from the key, fetching at
+    most ``batch`` keys a round trip."""
 
     def probe(key: bytes, n: int) -> list[bytes]:
         if end and key >= end:
             return []
-        scan = store.scan(table, KeyRange(key, end), keys_only=True, batch_size=n)
+        size = max(1, min(n, batch))
+        scan = store.scan(table, KeyRange(key, end), keys_only=True, batch_size=size)
         with contextlib.closing(scan):  # type: ignore[type-var]
             return [k for k, _ in itertools.islice(scan, n)]
 

@@ -37,6 +37,8 @@ from nightfold.common.db.models import Chunk, QuarantinedRow, Run, Segment
 from nightfold.common.errors import ChunkLost
 from nightfold.common.states import ChunkState, Stage
 
+SPLITS_OFF = 10**9
+"""A ``split_min_rows`` at least this large turns run-time splits off."""
 SPLIT_NONE, SPLIT_DECLINED = 0, 2
 """``chunks.split_state``: nothing asked; (1, ``SPLIT_REQUESTED``: the master asked the
 owner to split;) the owner declined (too little left), so the master does not ask
