@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 
 TRIM_FACTOR = 1.5
 """A chunk that has folded this many times ``chunk_rows`` hands the rest of its range
-off as a new chunk (when at least ``min(split_min_rows, chunk_rows)`` rows are left):
-no planned work unit grows past about 1.5x the plan, whatever the plan misjudged."""
+off as a new chunk (when at least half a chunk, and ``split_min_rows``, are left): no
+planned work unit grows past about 2x the plan, whatever the plan misjudged."""
 PROBE_BATCH = 5000
 """Keys per round trip of the trim's look ahead."""
 MAX_KEY = 512
@@ -164,11 +164,15 @@ class SegmentedMap:
 
     def _trim(self) -> None:
         """Much larger than planned: keep what was read, hand the rest off (if enough
-        is left to be worth a chunk: one keys-only look ahead of at most
-        ``min(split_min_rows, chunk_rows)`` keys)."""
+        is left to be worth a chunk: one keys-only look ahead of at most ``chunk_rows``
+        keys)."""
         assert self.last is not None
         self.trimmed = True  # once per attempt: the tail gets its own chance
-        want = min(self.params.split_min_rows, self.params.chunk_rows)
+        # the rest must be worth a chunk: half a planned one at least (so no chunk is
+        # left much over 2x the plan, and no tiny one drags the others' median down)
+        want = min(
+            self.params.chunk_rows, max(self.params.split_min_rows, self.params.chunk_rows // 2)
+        )
         ahead = store_probe(self.store, self.job.raw_table, self.end, batch=PROBE_BATCH)(
             self.last + b"\x00", want
         )

@@ -213,5 +213,5 @@ def test_a_chunk_much_larger_than_planned_hands_the_rest_off(store: LocalStore) 
             assert parent == idx
             todo.append((1001 + io.splits.index((parent, end, cut)), KeyRange(cut, end)))
     assert sum(done) == ROWS and len(done) >= 3
-    assert max(done) <= 1.5 * 800 + p.scan_batch
+    assert max(done) <= 2 * 800
     reduce_and_check(store, io, p)
