@@ -402,8 +402,9 @@ def _sk(sk: dict[str, Any]) -> str:
     if not sk:
         return ""
     return (
-        f" ({sk['rows']:,} rows, map {sk.get('skew_map_ratio', '?')}x, "
-        f"reduce {sk.get('skew_reduce_ratio', '?')}x, {sk['backend']})"
+        f" ({sk['rows']:,} rows{', quick' if sk.get('quick') else ''}, map "
+        f"{sk.get('skew_map_ratio', '?')}x, reduce {sk.get('skew_reduce_ratio', '?')}x, "
+        f"{sk['backend']})"
     )
 
 
