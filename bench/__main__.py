@@ -30,6 +30,8 @@ ORDER = (
     "worker_kill",
     "celery_compare",
     "memory",
+    "skew",
+    "resume",
     "profile",
     "console",
 )

@@ -26,7 +26,7 @@ from bench.common import (
     store_url,
     write_result,
 )
-from bench.runner import NoLease, synthetic_claim
+from bench.runner import NoLease, NoRecords, synthetic_claim
 
 CHUNKS = int(os.environ.get("NIGHTFOLD_BENCH_PROFILE_CHUNKS", "6"))
 PROFILE_GENERATION = 8
@@ -112,13 +112,13 @@ def run() -> dict[str, Any]:
     store.ensure_table(PARTIALS_TABLE, [PARTIAL_FAMILY])
     job = get_job("merchant_daily")
     claims = _claims(store, CHUNKS)
-    run_map(claims[0], store, job, NoLease())  # type: ignore[arg-type]  # warm up
+    run_map(claims[0], store, job, NoLease(), NoRecords())  # warm up
     profiler = Profiler(interval=0.001)
     rows = 0
     started = time.perf_counter()
     profiler.start()
     for claim in claims:
-        rows += run_map(claim, store, job, NoLease()).rows_read  # type: ignore[arg-type]
+        rows += run_map(claim, store, job, NoLease(), NoRecords()).rows_read
     profiler.stop()
     seconds = time.perf_counter() - started
     store.close()

@@ -41,6 +41,10 @@ SUMMARY_KEYS = (
     "worker_peak_rss_mib",
     "worker_peak_rss_mib_4x_chunk",
     "master_peak_rss_mib",
+    "skew_ratio",
+    "skew_longest_over_median",
+    "resume_redo_fraction",
+    "resume_checkpoint_rows",
     "rows",
     "commit",
 )
@@ -61,6 +65,8 @@ def collect() -> dict[str, dict[str, Any] | None]:
         "worker_kill",
         "celery_compare",
         "memory",
+        "skew",
+        "resume",
         "console",
     )
     return {n: read_result(n) for n in (*names, "profile", "run_all")}
@@ -93,6 +99,10 @@ def summary(results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
         "worker_peak_rss_mib_4x_chunk": _get(m, "worker_peak_rss_mib_4x_chunk")
         or _get(o, "worker_peak_rss_mib_4x_chunk"),
         "master_peak_rss_mib": _get(m, "master_peak_rss_mib") or _get(c, "master_peak_rss_mib"),
+        "skew_ratio": _get(results["skew"], "skew_ratio"),
+        "skew_longest_over_median": _get(results["skew"], "skew_longest_over_median"),
+        "resume_redo_fraction": _get(results["resume"], "resume_redo_fraction"),
+        "resume_checkpoint_rows": _get(results["resume"], "resume_checkpoint_rows"),
         "rows": _get(o, "rows") or _get(s, "rows"),
         "commit": git_commit(),
     }
@@ -160,6 +170,9 @@ def targets(s: dict[str, Any]) -> dict[str, Any]:
             lambda v: max(v, s["worker_peak_rss_mib_4x_chunk"] or 0) <= 256,
         ),
         "master_peak_rss_mib <= 200": check(s["master_peak_rss_mib"], lambda v: v <= 200),
+        "skew_ratio <= 1.15": check(s["skew_ratio"], lambda v: v <= 1.15),
+        "skew_longest_over_median <= 2": check(s["skew_longest_over_median"], lambda v: v <= 2),
+        "resume_redo_fraction <= 0.15": check(s["resume_redo_fraction"], lambda v: v <= 0.15),
     }
 
 
@@ -298,6 +311,8 @@ def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]
     c = results["coordinator"] or {}
     cel = results["celery_compare"] or {}
     wk = results["worker_kill"] or {}
+    sk = results["skew"] or {}
+    rs = results["resume"] or {}
     rows = [
         ("1", "overhead: nightfold (1 worker) / bare loop, wall", _fmt(s["overhead_ratio"], "x"),
          "<= 1.10x", _met(t["overhead_ratio <= 1.10"])),
@@ -356,6 +371,19 @@ def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]
         ("6", "master peak RSS, 100k chunks planned and published",
          _fmt(s["master_peak_rss_mib"], " MiB"), "<= 200 MiB",
          _met(t["master_peak_rss_mib <= 200"])),
+        ("15", f"skewed day (30% one merchant) / uniform day, wall, 2 workers{_sk(sk)}",
+         _fmt(s["skew_ratio"], "x"), "<= 1.15x", _met(t["skew_ratio <= 1.15"])),
+        ("15", "skewed day: longest map chunk / median, rows, after splitting",
+         _fmt(s["skew_longest_over_median"], "x"), "<= 2x",
+         _met(t["skew_longest_over_median <= 2"])),
+        ("15", "... with splitting off: wall ratio / longest over median",
+         f"{_fmt(sk.get('skew_ratio_no_split'), 'x')} / "
+         f"{_fmt(sk.get('skew_longest_over_median_no_split'), 'x')}", "", ""),
+        ("15", "worker SIGKILLed at 90% of a chunk: rows re-read by the taker / chunk rows"
+         f"{_rs(rs)}", _fmt(s["resume_redo_fraction"]), "<= 0.15",
+         _met(t["resume_redo_fraction <= 0.15"])),
+        ("15", "... without checkpoints (as before)",
+         _fmt(rs.get("resume_redo_fraction_no_checkpoint")), "", ""),
         ("9", "console: a run page of 30,000 chunks, wall (its CPU) / in chromium",
          f"{_fmt(s.get('run_page_30k_s'), ' s')} ({_fmt(s.get('run_page_30k_cpu_s'), ' s')}) / "
          f"{_fmt(s.get('run_page_30k_browser_s'), ' s')}",
@@ -367,6 +395,25 @@ def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]
         *(f"| {a} | {b} | {v} | {tg} | {m} |" for a, b, v, tg, m in rows),
     ]
     return "\n".join(lines)
+
+
+def _sk(sk: dict[str, Any]) -> str:
+    """Where the skew figures come from, when measured."""
+    if not sk:
+        return ""
+    return (
+        f" ({sk['rows']:,} rows{', quick' if sk.get('quick') else ''}, map "
+        f"{sk.get('skew_map_ratio', '?')}x, reduce {sk.get('skew_reduce_ratio', '?')}x, "
+        f"{sk['backend']})"
+    )
+
+
+def _rs(rs: dict[str, Any]) -> str:
+    if not rs:
+        return ""
+    return (
+        f" ({rs['chunk_rows']:,}-row chunk, checkpoint every {rs['resume_checkpoint_rows']:,} rows)"
+    )
 
 
 def results_section(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]) -> str:

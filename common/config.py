@@ -47,6 +47,9 @@ class Settings:
     republish_seconds: float = RunParams.republish_seconds
     scan_batch: int = RunParams.scan_batch
     max_cell_bytes: int = RunParams.max_cell_bytes
+    checkpoint_rows: int = RunParams.checkpoint_rows
+    checkpoint_seconds: float = RunParams.checkpoint_seconds
+    split_min_rows: int = RunParams.split_min_rows
     # processes
     poll_interval: float = 0.25
     master_stale_seconds: float = 30.0

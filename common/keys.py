@@ -8,6 +8,7 @@ Ranges are half-open ``[start, end)`` over raw bytes, the way HBase scans are.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 from nightfold.common.errors import ConfigError
@@ -92,6 +93,39 @@ def partial_key(job: str, day: dt.date, generation: int, bucket: int, chunk_inde
     overwrites the same cells with the same bytes.
     """
     return partial_prefix(job, day, generation, bucket) + b"%06d" % chunk_index
+
+
+def span_id(start: bytes, end: bytes) -> bytes:
+    """A short name of the key span ``[start, end)`` (16 hex digits): the identity of a
+    segment's rows, so of its partial's bytes."""
+    digest = hashlib.blake2b(len(start).to_bytes(4, "big") + start + end, digest_size=8)
+    return digest.hexdigest().encode()
+
+
+def segment_key(
+    job: str, day: dt.date, generation: int, bucket: int, chunk_index: int, seq: int, span: bytes
+) -> bytes:
+    """Where segment ``seq`` of map chunk ``chunk_index``, holding the rows of the key
+    span named ``span`` (:func:`span_id`), keeps its share of reduce bucket ``bucket``.
+
+    Bucket first, so a reduce item still reads one prefix. The span is part of the
+    key because which rows a segment holds depends on where its attempt resumed,
+    when it checkpointed and whether its chunk was split meanwhile: two writers of
+    one key wrote the same rows, so the same bytes (a retry, a race), and a writer of
+    another span -- a killed attempt's last segment, a frozen owner that never
+    learned of a split -- writes beside the committed segment, never over it. The
+    reduce reads only the segments MySQL committed (``common/db/segments.py``).
+    """
+    return partial_key(job, day, generation, bucket, chunk_index) + b"|%06d|" % seq + span
+
+
+def parse_segment_key(key: bytes, prefix_len: int) -> tuple[int, int, bytes] | None:
+    """``(chunk index, seq, span)`` of a segment's partial row whose bucket prefix is
+    ``prefix_len`` bytes long; None for any other row (a pre-segment partial)."""
+    parts = key[prefix_len:].split(SEP)
+    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return None
+    return int(parts[0]), int(parts[1]), parts[2]
 
 
 def summary_prefix(day: dt.date) -> bytes:

@@ -31,6 +31,7 @@ from nightfold.common.transport import Publisher
 from nightfold.master.dispatcher import dispatch
 from nightfold.master.hooks import MasterFanOut, MasterHooks, MasterLog, MasterMetrics
 from nightfold.master.planner import compute_plan, record_plan
+from nightfold.master.rebalance import request_split
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +255,12 @@ class Master:
                 self.hooks.stage_done(self.me, run, stage, nxt, rows, malformed)
                 run_repo.move(conn, run.id, run.state, nxt, actor=self.me)
                 return True
+            if stage is Stage.MAP:
+                asked = request_split(conn, run.id, params.split_min_rows, self.me)
+                if asked is not None:
+                    self.hooks.split_requested(
+                        self.me, run, asked.chunk_id, asked.idx, asked.rows_read
+                    )
         sent = dispatch(self.engine, self.publisher, run, stage, self.me)
         if sent:
             self.hooks.published(self.me, run, sent)

@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import Engine
 
 from nightfold.common.db import chunks as chunk_repo
+from nightfold.common.db import segments as segment_repo
 from nightfold.common.db.chunks import Claim, Completion
 from nightfold.common.errors import ChunkLost
 
@@ -160,8 +161,11 @@ class ChunkBatches:
                     chunk_repo.complete(conn, d.claim, d.rows_read, d.rows_malformed, d.rejects)
                 except ChunkLost as exc:
                     return [exc]
-                return [None]
-            lost = chunk_repo.complete_many(conn, batch)
+                lost: set[int] = set()
+            else:
+                lost = chunk_repo.complete_many(conn, batch)
+            # map chunks: their last segments, recorded with the completion (fenced by it)
+            segment_repo.record_last(conn, [d for d in batch if d.claim.chunk_id not in lost])
         return [
             ChunkLost(f"{d.claim.label}: cannot complete, claim lost")
             if d.claim.chunk_id in lost

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
+from typing import TYPE_CHECKING
 from typing import cast as typed
 
 from sqlalchemy import (
@@ -40,6 +41,9 @@ from nightfold.common.db.runs import move as runs_move
 from nightfold.common.errors import ChunkLost, RunConflict
 from nightfold.common.keys import KeyRange
 from nightfold.common.states import ChunkState, RunState, Stage, after_failure, check_chunk_move
+
+if TYPE_CHECKING:
+    from nightfold.common.db.segments import SegmentSpec
 
 CHUNKS = typed(Table, Chunk.__table__)
 """The chunks table for Core statements (an UPDATE of the ORM entity takes the
@@ -70,6 +74,19 @@ class Claim:
     key_range: KeyRange
     owner: str
     attempt: int
+    resume_key: bytes | None = None
+    """A map chunk's checkpoint: resume the scan here (None: at the start)."""
+    next_seq: int = 0
+    """The number of the next segment (the chunk's committed segments so far)."""
+    rows_committed: int = 0
+    """Rows the committed segments folded."""
+    malformed_committed: int = 0
+    """Malformed rows among them."""
+
+    @property
+    def resume_from(self) -> bytes:
+        """Where this attempt's scan starts: after the last committed segment."""
+        return self.resume_key if self.resume_key is not None else self.key_range.start
 
     @property
     def label(self) -> str:
@@ -409,6 +426,10 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
             Chunk.start_key.label("chunk_start"),
             Chunk.end_key.label("chunk_end"),
             Chunk.attempt.label("chunk_attempt"),
+            Chunk.resume_key.label("chunk_resume"),
+            Chunk.next_seq.label("chunk_seq"),
+            Chunk.rows_committed.label("chunk_committed"),
+            Chunk.malformed_committed.label("chunk_malformed"),
         )
         .join_from(Chunk, Run, Run.id == Chunk.run_id)
         .where(Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value)
@@ -426,9 +447,10 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
         attempt=seen + 1,
         lease_expires_at=db_now_plus(run.params.lease_seconds),
         claimed_at=db_now(),
-        rows_read=0,
+        rows_read=Chunk.rows_committed,  # progress starts at the checkpoint
         rows_malformed=0,
         last_key=None,
+        split_state=0,
     )
     if moved != 1:
         return None
@@ -442,6 +464,10 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
         key_range=KeyRange(bytes(row.chunk_start), bytes(row.chunk_end)),
         owner=me,
         attempt=attempt,
+        resume_key=None if row.chunk_resume is None else bytes(row.chunk_resume),
+        next_seq=int(row.chunk_seq or 0),
+        rows_committed=int(row.chunk_committed or 0),
+        malformed_committed=int(row.chunk_malformed or 0),
     )
 
 
@@ -469,6 +495,10 @@ def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int,
             Chunk.start_key,
             Chunk.end_key,
             Chunk.attempt,
+            Chunk.resume_key,
+            Chunk.next_seq,
+            Chunk.rows_committed,
+            Chunk.malformed_committed,
         )
         .where(Chunk.id.in_(ids), Chunk.state == ChunkState.QUEUED.value, _live_run())
         .order_by(Chunk.run_id, Chunk.id)
@@ -495,9 +525,10 @@ def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int,
             attempt=Chunk.attempt + 1,
             lease_expires_at=db_now_plus(run.params.lease_seconds),
             claimed_at=db_now(),
-            rows_read=0,
+            rows_read=Chunk.rows_committed,  # progress starts at the checkpoint
             rows_malformed=0,
             last_key=None,
+            split_state=0,
         )
         if moved == 0:  # the run stopped since the read: its hints are stale
             continue
@@ -512,6 +543,10 @@ def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int,
                 key_range=KeyRange(bytes(x.start_key), bytes(x.end_key)),
                 owner=me,
                 attempt=int(x.attempt) + 1,
+                resume_key=None if x.resume_key is None else bytes(x.resume_key),
+                next_seq=int(x.next_seq or 0),
+                rows_committed=int(x.rows_committed or 0),
+                malformed_committed=int(x.malformed_committed or 0),
             )
     add_chunk_row_events(conn, "claimed", list(claims))
     return claims
@@ -525,6 +560,10 @@ def _ours(c: Claim) -> ColumnElement[bool]:
 def _fenced(c: Claim) -> ColumnElement[bool]:
     """The claim is still ours: same owner and attempt, still claimed (fencing)."""
     return and_(_ours(c), Chunk.state == ChunkState.CLAIMED.value)
+
+
+still_ours = _fenced
+"""The fencing condition, for the repositories that extend a claim (segments, splits)."""
 
 
 def _fenced_move(
@@ -544,32 +583,60 @@ def _fenced_move(
     return True
 
 
+SPLIT_REQUESTED = 1
+"""``chunks.split_state`` when the master asked the owner to split (``segments.py``)."""
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a lease heartbeat learned."""
+
+    stop: bool
+    """The run was cancelled or is no longer mapping or reducing."""
+    split: bool
+    """The master asks the owner to split the chunk (``split_state`` 1)."""
+
+
 def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> bool:
     """Extend the lease and record progress; returns whether the worker should stop
     (the run was cancelled or is no longer mapping or reducing).
 
-    One statement while all is well: the UPDATE is fenced and requires a live run,
-    so it matches exactly when the claim is ours and the run goes on. Only when it
-    matches nothing does a read tell the two apart (a lost claim, a stopped run;
-    the lease is then not extended: the worker releases the chunk or drops it).
-
     Raises ChunkLost when the claim is no longer ours.
     """
+    return beat(conn, c, rows_read, last_key).stop
+
+
+def beat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> Beat:
+    """:func:`heartbeat`, also saying whether a split of the chunk was requested.
+
+    One statement while all is well: the UPDATE is fenced, requires a live run and
+    no split request, so it matches exactly when the claim is ours, the run goes
+    on and nobody asked for a split. Only when it matches nothing does a read tell
+    the cases apart (a lost claim, a stopped run: the lease is then not extended,
+    the worker releases the chunk or drops it; a split asked: the lease is
+    extended by a second UPDATE and the owner told).
+    """
+    progress = {
+        "lease_expires_at": db_now_plus(c.run.params.lease_seconds),
+        "rows_read": rows_read,
+        "last_key": last_key[:512] if last_key else None,
+    }
     result = conn.execute(
         update(CHUNKS)
-        .where(_fenced(c), _live_run())
-        .values(
-            lease_expires_at=db_now_plus(c.run.params.lease_seconds),
-            rows_read=rows_read,
-            last_key=last_key[:512] if last_key else None,
-        )
+        .where(_fenced(c), _live_run(), Chunk.split_state != SPLIT_REQUESTED)
+        .values(**progress)
     )
     if result.rowcount == 1:
-        return False
-    if conn.execute(select(Chunk.id).where(_fenced(c))).first() is None:
+        return Beat(stop=False, split=False)
+    row = conn.execute(select(Chunk.split_state).where(_fenced(c))).first()
+    if row is None:
         raise ChunkLost(f"{c.label}: claim lost (lease expired and taken over, or run reset)")
+    if int(row[0] or 0) == SPLIT_REQUESTED:
+        moved = conn.execute(update(CHUNKS).where(_fenced(c), _live_run()).values(**progress))
+        if moved.rowcount == 1:
+            return Beat(stop=False, split=True)
     # a finished run (failed, cancelled, or reset) wants no more writes from this claim
-    return True
+    return Beat(stop=True, split=False)
 
 
 QUARANTINE_LIMIT = 10_000
@@ -615,6 +682,11 @@ class Completion:
     rows_read: int
     rows_malformed: int
     rejects: Sequence[tuple[bytes, str]] = ()
+    segment: SegmentSpec | None = None
+    """A map chunk's last segment, recorded in the same transaction once the chunk is
+    done (:func:`~nightfold.common.db.segments.record_last`); the counters are then the
+    chunk's totals (its earlier segments' and this attempt's), the rejects the last
+    segment's (the earlier ones were quarantined with their segments)."""
 
 
 def complete_many(conn: Connection, done: Sequence[Completion]) -> set[int]:

@@ -633,3 +633,92 @@ def test_master_tick_cancels_on_request_and_hints_go_stale(backends: Backends) -
     assert processor(backends, Recorder()).process(hint, backends.store()).outcome is (
         Outcome.STALE
     )
+
+
+@pytest.mark.parametrize("backends", ["embedded", "real"], indirect=True)
+def test_a_long_chunk_holds_no_unacknowledged_hint(backends: Backends, broker_url: str) -> None:
+    """(The real RabbitMQ either way; the database and store as ``backends``.)
+    RabbitMQ closes a channel whose delivery stays unacknowledged past its
+    ``consumer_timeout`` (30 min by default): a chunk may run longer than that. The
+    hint is acknowledged once the claim is decided, and nothing else is taken while
+    the chunk runs, so losing the channel mid-chunk (as the broker does at the
+    timeout) gives no hint back to the queue and costs the chunk nothing."""
+    from nightfold.common.transport.rabbitmq import RabbitConsumer, RabbitPublisher, queue_depth
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        leave.wait(60)
+
+    class Dropping(RabbitConsumer):
+        """Loses its connection on the I/O thread when told (a channel closed by the
+        broker), once an ack it sent has gone out (a full pump after it)."""
+
+        drop, dropped = threading.Event(), threading.Event()
+        pumps, acked_at = 0, -1
+
+        def ack(self, delivery: Delivery) -> None:
+            super().ack(delivery)
+            if Dropping.acked_at < 0:
+                Dropping.acked_at = Dropping.pumps
+
+        def pump(self, timeout: float) -> None:
+            ready = 0 <= Dropping.acked_at < Dropping.pumps
+            if Dropping.drop.is_set() and ready and self._conn is not None:
+                Dropping.drop.clear()
+                self._conn.close()
+                Dropping.dropped.set()
+            super().pump(timeout)
+            Dropping.pumps += 1
+
+    publisher = RabbitPublisher(broker_url)
+    try:
+        _, run = start_run(backends, "interrupted_daily", publisher)
+    finally:
+        publisher.close()
+    with backends.engine.connect() as conn:
+        total = sum(chunk_repo.counts_by_state(conn, run.id, Stage.MAP).values())
+    rec = Recorder()
+    loop = ConsumerLoop(
+        backends.settings,
+        processor(backends, rec),
+        lambda: Dropping(broker_url, prefetch=1),
+        backends.open_store,
+        rec,
+        max_chunks=total,
+    )
+    _during_map["interrupted_daily"] = hold
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    try:
+        # Given a chunk being worked (its hint taken, its claim recorded)
+        assert inside.wait(30)
+        waiting = total - 1
+        wait_until(lambda: queue_depth(broker_url) == (waiting, 0))
+        # When the worker's channel is lost in the middle of the chunk (the hint's ack
+        # sent: it went out when the claim was decided, the chunk still running)
+        Dropping.drop.set()
+        assert Dropping.dropped.wait(10), "no ack went out while the chunk ran"
+        assert not leave.is_set()
+        # Then its hint does not come back: it was acknowledged when claimed
+        for _ in range(10):
+            assert queue_depth(broker_url) == (waiting, 0)
+            leave.wait(0.1)
+    finally:
+        leave.set()
+        runner.join(60)
+        _during_map.clear()
+    # And the chunk and the rest finish, each done once, with no stale redelivery
+    assert not runner.is_alive()
+    assert loop.chunks_done == total and "stale" not in rec.events
+    with backends.engine.connect() as conn:
+        assert chunk_repo.counts_by_state(conn, run.id, Stage.MAP) == {"done": total}
+    assert queue_depth(broker_url) == (0, 0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

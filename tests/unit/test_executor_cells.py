@@ -29,15 +29,11 @@ from nightfold.jobs.merchant_daily import MerchantDaily, MerchantPartial
 from nightfold.ops.seeding import seed_day
 from nightfold.ops.verify import compute_expected, read_stored
 from nightfold.worker.executor import run_map, run_reduce
+from tests.support.segments import MemoryIO, NoLease
 
 DAY = dt.date(2026, 11, 22)
 ALL = KeyRange(b"", b"")
 BUCKETS = 3
-
-
-class NoLease:
-    def tick(self, rows_read: int, last_key: bytes | None, *, force: bool = False) -> None:
-        pass
 
 
 LEASE: Any = NoLease()
@@ -58,7 +54,13 @@ def claim(stage: Stage, idx: int, key_range: KeyRange, max_cell_bytes: int) -> C
     return Claim(1, run, stage, idx, key_range, "w", 1)
 
 
-def reduce_all(store: LocalStore, max_cell_bytes: int) -> None:
+def map_one(c: Claim, store: LocalStore, job: Any, io: MemoryIO) -> None:
+    """Run the map chunk and commit its segments (as the processor does)."""
+    io.claim = c
+    io.finish(run_map(c, store, job, LEASE, io).last)
+
+
+def reduce_all(store: LocalStore, max_cell_bytes: int, io: MemoryIO | None = None) -> None:
     for bucket in range(BUCKETS):
         rng = prefix_range(partial_prefix("merchant_daily", DAY, 1, bucket))
         run_reduce(
@@ -66,6 +68,7 @@ def reduce_all(store: LocalStore, max_cell_bytes: int) -> None:
             store,
             get_job("merchant_daily"),
             LEASE,
+            (io or MemoryIO()).committed(),
         )
 
 
@@ -77,14 +80,15 @@ def test_no_partial_cell_exceeds_the_bound_and_summaries_are_exact(
     job = get_job("merchant_daily")
     # Given two map chunks cutting the day in two
     cut = b"02|"
-    run_map(claim(Stage.MAP, 0, KeyRange(b"", cut), bound), store, job, LEASE)
-    run_map(claim(Stage.MAP, 1, KeyRange(cut, b""), bound), store, job, LEASE)
+    io = MemoryIO()
+    map_one(claim(Stage.MAP, 0, KeyRange(b"", cut), bound), store, job, io)
+    map_one(claim(Stage.MAP, 1, KeyRange(cut, b""), bound), store, job, io)
     # Then no partial cell is above the bound
     cells = [v for _, row in store.scan(PARTIALS_TABLE, ALL) for v in row.values()]
     assert cells and max(map(len, cells)) <= bound
     # And the reduce rejoins the pieces: the summaries equal the oracle's (the reduce's
     # bound only limits summary cells, which are never split)
-    reduce_all(store, 1 << 20)
+    reduce_all(store, 1 << 20, io)
     assert read_stored(store, job, DAY) == compute_expected(store, job, DAY, 4)
 
 
@@ -126,12 +130,13 @@ def test_a_summary_cell_above_the_bound_is_a_job_error_naming_group_and_column(
     job = WideSummary()
     c = claim(Stage.MAP, 0, ALL, 256)
     c = dataclasses.replace(c, run=dataclasses.replace(c.run, job="wide_summary"))
-    run_map(c, store, job, LEASE)
+    io = MemoryIO()
+    map_one(c, store, job, io)
     for bucket in range(BUCKETS):
         rng = prefix_range(partial_prefix("wide_summary", DAY, 1, bucket))
         r = dataclasses.replace(c, stage=Stage.REDUCE, idx=bucket, key_range=rng)
         try:
-            run_reduce(r, store, job, LEASE)
+            run_reduce(r, store, job, LEASE, io.committed())
         except CellTooLarge as exc:
             assert "summary cell 's:wide' of group 'm" in str(exc)
             assert "300 bytes, above max_cell_bytes=256" in str(exc)
