@@ -96,9 +96,10 @@ def sample_piece(
     limit: int = PROBE_KEYS,
 ) -> Sample:
     """Probe one piece: its first ``limit`` keys; unless that was all of it, its
-    last ``limit`` keys and, unless the two met, the first ``limit`` keys after
-    ``points`` points between them. At most ``points + 2`` reads of at most
-    ``limit`` keys each."""
+    last ``limit`` keys and, unless the two met, the first ``limit`` keys from
+    each of ``points`` points between them up to the next point. At most
+    ``points + 2`` reads of at most ``limit`` keys each, never a key twice: a
+    small piece is read whole (and counted exactly), a big one barely."""
     head = store.probe_keys(table, piece, limit)
     if len(head) < limit:
         return Sample(piece, limit, tuple(head))
@@ -107,10 +108,10 @@ def sample_piece(
     if sample.whole:
         return sample
     starts = [head[-1] + b"\x00", *probe_points(head[-1], tail[-1], points)]
+    starts = [x for x in starts if x < tail[-1]]
     probes = tuple(
-        (x, tuple(store.probe_keys(table, KeyRange(x, piece.end), limit)))
-        for x in starts
-        if x < tail[-1]
+        (x, tuple(store.probe_keys(table, KeyRange(x, stop), limit)))
+        for x, stop in zip(starts, [*starts[1:], tail[-1]], strict=True)
     )
     return Sample(piece, limit, tuple(head), tuple(tail), probes)
 

@@ -64,7 +64,8 @@ class Sample:
     ``tail``: its last keys, descending, at most ``limit`` (empty when ``head`` is
     the whole piece). ``probes``: for points between ``head[-1]`` and ``tail[-1]``
     (the first, ``head[-1] + b"\\x00"``; the others :func:`probe_points`), the
-    first keys of ``[point, piece.end)``, at most ``limit`` each. Anchoring the
+    first keys from the point up to the next point (the last: up to
+    ``tail[-1]``), at most ``limit`` each: fewer, and that stretch is counted. Anchoring the
     points at the ``limit``-th key from either end keeps a few outlying keys (a
     stray ``garbage-…`` key before every real one) from wasting the probes.
     """

@@ -118,8 +118,16 @@ def rows() -> int:
     return PIPELINE_ROWS
 
 
+@pytest.fixture
+def seed_args() -> tuple[str, ...]:
+    """Extra ``nightfold seed`` arguments (e.g. ``--regions``); a test may parametrize them."""
+    return ()
+
+
 @pytest.fixture(params=["embedded", "real"])
-def cluster(request: pytest.FixtureRequest, tmp_path: Path, rows: int) -> Iterator[Cluster]:
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, rows: int, seed_args: tuple[str, ...]
+) -> Iterator[Cluster]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTFOLD_")}
     env.update(
         NIGHTFOLD_CHUNK_ROWS="10000",
@@ -138,7 +146,10 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path, rows: int) -> Iterat
             env["NIGHTFOLD_STORE_URL"] = request.getfixturevalue("hbase_url")
             env["NIGHTFOLD_BROKER_URL"] = request.getfixturevalue("broker_url")
         c = Cluster(env=env, logs=tmp_path)
-        for args in (("db", "upgrade"), ("seed", "--day", PIPELINE_DAY, "--rows", str(rows))):
+        for args in (
+            ("db", "upgrade"),
+            ("seed", "--day", PIPELINE_DAY, "--rows", str(rows), *seed_args),
+        ):
             res = c.cli(*args)
             assert res.returncode == 0, res.stderr
         try:

@@ -43,7 +43,12 @@ def sample_of(piece: KeyRange, keys: Sequence[bytes], limit: int, points: int = 
     if sample.whole:
         return sample
     starts = [head[-1] + b"\x00", *probe_points(head[-1], tail[-1], points)]
-    probes = tuple((x, tuple(k for k in inside if k >= x)[:limit]) for x in starts if x < tail[-1])
+    starts = [x for x in starts if x < tail[-1]]
+    stops = [*starts[1:], tail[-1]]
+    probes = tuple(
+        (x, tuple(k for k in inside if x <= k < stop)[:limit])
+        for x, stop in zip(starts, stops, strict=True)
+    )
     return Sample(piece, limit, head, tail, probes)
 
 
