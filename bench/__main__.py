@@ -20,6 +20,7 @@ from bench.common import ensure_seeded, log, write_result
 
 ORDER = (
     "overhead",
+    "plan",
     "scaling",
     "coordinator",
     "recovery",
