@@ -199,11 +199,14 @@ def covered(piece: KeyRange, guideposts: Sequence[Guidepost]) -> bool:
     return bool(_overlapping(piece, guideposts))
 
 
+def _start(g: Guidepost) -> bytes:
+    return g.range.start
+
+
 def _overlapping(piece: KeyRange, guideposts: Sequence[Guidepost]) -> list[Guidepost]:
-    starts = [g.range.start for g in guideposts]
     # Guideposts are disjoint, so at most one that starts before the piece reaches into it.
-    lo = max(0, bisect_left(starts, piece.start) - 1)
-    hi = bisect_left(starts, piece.end) if piece.end else len(guideposts)
+    lo = max(0, bisect_left(guideposts, piece.start, key=_start) - 1)
+    hi = bisect_left(guideposts, piece.end, key=_start) if piece.end else len(guideposts)
     return [g for g in guideposts[lo:hi] if _overlaps(g.range, piece)]
 
 
