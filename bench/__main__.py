@@ -22,6 +22,7 @@ from bench.common import ensure_seeded, log, write_result
 
 ORDER = (
     "overhead",
+    "plan",
     "scaling",
     "coordinator",
     "statements",

@@ -37,13 +37,11 @@ def _claims(store: Any, chunks: int) -> list[Any]:
     """The day's first ``chunks`` map chunks, cut as the planner does (first two salts)."""
     from nightfold.common.keys import day_ranges
     from nightfold.common.states import Stage
-    from nightfold.master.planner import SAMPLES_PER_CHUNK, sample_keys
-    from nightfold.master.splitter import split
+    from nightfold.master.planner import plan_map
 
-    every = DEFAULT_CHUNK_ROWS // SAMPLES_PER_CHUNK
     ranges = day_ranges(DAY, SALT_BUCKETS)[:3]
-    samples, _ = sample_keys(store, "nightfold_raw", ranges, every)
-    cut = split(ranges, [], samples, every, DEFAULT_CHUNK_ROWS)[:chunks]
+    mapped = plan_map(store, "nightfold_raw", ranges, DEFAULT_CHUNK_ROWS)
+    cut = [c.range for c in mapped.chunks][:chunks]
     return [
         synthetic_claim(Stage.MAP, i, r, generation=PROFILE_GENERATION, owner="profile")
         for i, r in enumerate(cut)

@@ -74,6 +74,23 @@ def day_ranges(day: dt.date, salt_buckets: int) -> list[KeyRange]:
     return [prefix_range(salt_token(s) + SEP + token + SEP) for s in range(salt_buckets)]
 
 
+def move_day(key: bytes, old: dt.date, new: dt.date) -> bytes | None:
+    """``key`` of day ``old`` at the same place in day ``new``: ``SS|old…`` becomes
+    ``SS|new…`` (the bounds :func:`day_ranges` makes too); ``None`` for a key that
+    is not inside one of ``old``'s ranges. How an earlier night's chunk boundaries
+    become today's guideposts."""
+    head = len(b"00|")
+    token = day_token(old)
+    if (
+        len(key) < head + len(token)
+        or not key[:2].isdigit()
+        or key[2:head] != SEP
+        or key[head : head + len(token)] != token
+    ):
+        return None
+    return key[:head] + day_token(new) + key[head + len(token) :]
+
+
 def raw_key(salt: int, day: dt.date, merchant: str, order_id: str) -> bytes:
     return SEP.join((salt_token(salt), day_token(day), merchant.encode(), order_id.encode()))
 

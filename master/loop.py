@@ -224,7 +224,7 @@ class Master:
         return None, self.step(run)
 
     def plan(self, run: RunInfo) -> None:
-        plan = compute_plan(self.store, self.job, run, self.open_store)
+        plan = compute_plan(self.store, self.job, run, self.open_store, engine=self.engine)
         with self.engine.begin() as conn:
             record_plan(conn, run, plan, self.me)
 

@@ -29,6 +29,7 @@ from tests.support.queues import private_queue
 from tests.support.services import require_service, unique_name
 
 PROBE_TIMEOUT_MS = 5000
+PRESPLIT_TOOLING = ("NIGHTFOLD_JAVA", "NIGHTFOLD_HBASE_LIB", "NIGHTFOLD_HBASE_ZOOKEEPER")
 
 
 # -- HBase ---------------------------------------------------------------------------------
@@ -118,9 +119,19 @@ def rows() -> int:
     return PIPELINE_ROWS
 
 
+@pytest.fixture
+def seed_args() -> tuple[str, ...]:
+    """Extra ``nightfold seed`` arguments (e.g. ``--regions``); a test may parametrize them."""
+    return ()
+
+
 @pytest.fixture(params=["embedded", "real"])
-def cluster(request: pytest.FixtureRequest, tmp_path: Path, rows: int) -> Iterator[Cluster]:
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path, rows: int, seed_args: tuple[str, ...]
+) -> Iterator[Cluster]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTFOLD_")}
+    # Where the pre-split tool finds Java, the HBase jars and ZooKeeper: the machine's, kept.
+    env.update({k: os.environ[k] for k in PRESPLIT_TOOLING if k in os.environ})
     env.update(
         NIGHTFOLD_CHUNK_ROWS="10000",
         NIGHTFOLD_LEASE_SECONDS="4",
@@ -138,7 +149,10 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path, rows: int) -> Iterat
             env["NIGHTFOLD_STORE_URL"] = request.getfixturevalue("hbase_url")
             env["NIGHTFOLD_BROKER_URL"] = request.getfixturevalue("broker_url")
         c = Cluster(env=env, logs=tmp_path)
-        for args in (("db", "upgrade"), ("seed", "--day", PIPELINE_DAY, "--rows", str(rows))):
+        for args in (
+            ("db", "upgrade"),
+            ("seed", "--day", PIPELINE_DAY, "--rows", str(rows), *seed_args),
+        ):
             res = c.cli(*args)
             assert res.returncode == 0, res.stderr
         try:
