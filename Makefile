@@ -8,12 +8,14 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .PHONY: help venv demo test lint format typecheck schema-check unit integration \
-        services-up services-down services-status bench clean chaos
+        services-up services-down services-status bench clean chaos tools image container-test \
+        browser
 
 help:
 	@echo "make demo   - the whole pipeline on embedded backends (nothing to install)"
 	@echo "make test   - install, start MariaDB/RabbitMQ/HBase, lint, type-check, run every test"
 	@echo "make services-up|services-down|services-status - the local real services"
+	@echo "make image  - build deploy/Dockerfile with podman here; make container-test - a night in containers"
 	@echo "make bench  - the benchmarks on the real services (bench/README.md), ~25 minutes"
 
 $(STAMP): pyproject.toml
@@ -52,6 +54,10 @@ services-up: venv
 services-down:
 	deploy/local/services down
 
+# Debian's chromium, for the console's browser tests (tests/web)
+browser:
+	deploy/local/browser
+
 services-status:
 	deploy/local/services status
 
@@ -62,9 +68,29 @@ integration: services-up
 	set -a && source .nightfold/services.env && set +a && \
 	  $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-# lint and type-check first (cheap), then the services, then every test.
-test: lint typecheck services-up
+# Prometheus, promtool and the Pushgateway (Debian's), for the observability tests.
+tools:
+	deploy/local/tools prometheus
+
+# The nightfold image, built from deploy/Dockerfile with podman on a local Debian base
+# image (deploy/containers/build; docs/deploy.md, "Built and run here").
+IMAGE ?= localhost/nightfold:dev
+image:
+	NIGHTFOLD_IMAGE=$(IMAGE) deploy/containers/build image
+
+# A night in containers (migration, two workers, the master killed and restarted).
+container-test: venv services-up image
 	set -a && source .nightfold/services.env && set +a && \
+	  NIGHTFOLD_TEST_IMAGE=$(IMAGE) $(BIN)/python -m pytest -ra tests/containers $(PYTEST_ARGS)
+
+# lint and type-check first (cheap), then the services, tools and the browser, then every
+# test. The image is built (and tests/containers run) when a container engine works here.
+test: lint typecheck services-up tools browser
+	set -a && source .nightfold/services.env && set +a && \
+	  if deploy/local/tools containers >/dev/null && deploy/local/tools check; then \
+	    NIGHTFOLD_IMAGE=$(IMAGE) deploy/containers/build image >/dev/null && \
+	    export NIGHTFOLD_TEST_IMAGE=$(IMAGE); \
+	  else echo "no working container engine here: tests/containers will be skipped"; fi && \
 	  $(BIN)/python -m pytest -ra tests examples/hourly_orders/tests examples/merchant_sketch/tests $(PYTEST_ARGS)
 	# last and on their own: the fault tests restart the services (>= 20 randomized trials)
 	set -a && source .nightfold/services.env && set +a && \

@@ -2,6 +2,8 @@
 
     python -m bench                      # everything, in order
     python -m bench overhead recovery    # some of them (and the report)
+    python -m bench fleet --quick        # quick mode (NIGHTFOLD_BENCH_QUICK=1): shorter
+                                         # windows, smaller plans, for development
 
 Each benchmark writes ``bench/results/<name>.json``; a failing one is recorded
 and the others still run (the exit code is then 1). The total wall time goes to
@@ -20,13 +22,19 @@ from bench.common import ensure_seeded, log, write_result
 
 ORDER = (
     "overhead",
+    "plan",
     "scaling",
     "coordinator",
+    "statements",
+    "fleet",
     "recovery",
     "worker_kill",
     "celery_compare",
     "memory",
+    "skew",
+    "resume",
     "profile",
+    "console",
     "hot",
 )
 
@@ -36,6 +44,9 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip())
         print(f"\nbenchmarks: {', '.join(ORDER)}")
         return 0
+    if "--quick" in argv:
+        os.environ["NIGHTFOLD_BENCH_QUICK"] = "1"
+        argv = [a for a in argv if a != "--quick"]
     chosen = [a for a in argv if a in ORDER] or list(ORDER)
     unknown = [a for a in argv if a not in ORDER]
     if unknown:

@@ -26,7 +26,7 @@ from typing import Any
 from celery import Celery, chord, group
 
 from bench.common import DAY
-from bench.runner import NoLease, synthetic_claim
+from bench.runner import NoLease, NoRecords, synthetic_claim
 from nightfold.common.db.chunks import Claim
 from nightfold.common.db.runs import RunParams
 from nightfold.common.keys import KeyRange, combine_prefix, partial_prefix, prefix_range
@@ -84,14 +84,14 @@ def _claim(stage: Stage, idx: int, key_range: KeyRange) -> Claim:
 @app.task(name="nfbench.map_chunk")
 def map_chunk(idx: int, start: str, end: str) -> dict[str, int]:
     key_range = KeyRange(bytes.fromhex(start), bytes.fromhex(end))
-    result = run_map(_claim(Stage.MAP, idx, key_range), store(), JOB, NoLease())  # type: ignore[arg-type]
+    result = run_map(_claim(Stage.MAP, idx, key_range), store(), JOB, NoLease(), NoRecords())
     return {"idx": idx, "rows": result.rows_read, "malformed": result.rows_malformed}
 
 
 @app.task(name="nfbench.reduce_bucket")
 def reduce_bucket(bucket: int) -> dict[str, int]:
     key_range = prefix_range(partial_prefix("merchant_daily", DAY, GENERATION, bucket))
-    result = run_reduce(_claim(Stage.REDUCE, bucket, key_range), store(), JOB, NoLease())  # type: ignore[arg-type]
+    result = run_reduce(_claim(Stage.REDUCE, bucket, key_range), store(), JOB, NoLease(), None)
     return {"bucket": bucket, "partials": result.rows_read}
 
 

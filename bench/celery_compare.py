@@ -72,24 +72,27 @@ DRIVER_TIMEOUT = 900
 
 
 def drive(out: Path) -> None:
-    """Plan the day like nightfold's planner (the same parallel sampling scan), run the
-    chord, wait for the summaries."""
+    """Plan the day like nightfold's planner (regions and the same bounded probes,
+    no guideposts: a first night), run the chord, wait for the summaries."""
     from celery import chord, group
 
     from bench import celery_app
     from nightfold.common.keys import day_ranges
     from nightfold.common.store import open_store
-    from nightfold.master.planner import SAMPLES_PER_CHUNK, sample_keys_parallel
-    from nightfold.master.splitter import split
+    from nightfold.master.planner import plan_map
+    from nightfold.master.splitter import estimate_rows
 
     store = open_store(os.environ["BENCH_STORE_URL"])
     ranges = day_ranges(DAY, SALT_BUCKETS)
-    every = max(1, DEFAULT_CHUNK_ROWS // SAMPLES_PER_CHUNK)
-    samples, rows = sample_keys_parallel(
-        lambda: open_store(os.environ["BENCH_STORE_URL"]), celery_app.JOB.raw_table, ranges, every
+    mapped = plan_map(
+        store,
+        celery_app.JOB.raw_table,
+        ranges,
+        DEFAULT_CHUNK_ROWS,
+        lambda: open_store(os.environ["BENCH_STORE_URL"]),
     )
-    regions = store.region_starts(celery_app.JOB.raw_table)
-    chunks = split(ranges, regions, samples, every, DEFAULT_CHUNK_ROWS)
+    chunks = [c.range for c in mapped.chunks]
+    rows = estimate_rows(mapped.chunks)
     store.close()
     header = group(
         celery_app.map_chunk.s(i, r.start.hex(), r.end.hex()) for i, r in enumerate(chunks)

@@ -35,8 +35,10 @@ WORK = REPO / ".nightfold" / "bench"
 DAY = dt.date(2026, 11, 20)
 ROWS = int(os.environ.get("NIGHTFOLD_BENCH_ROWS", "2000000"))
 """Rows of the benchmark day (at least 2M for the issue's figures; smaller to try things)."""
-PREFIX = os.environ.get("NIGHTFOLD_BENCH_PREFIX", "nfbench")
+PREFIX = os.environ.get("NIGHTFOLD_BENCH_PREFIX", "nfbench32")
 """HBase table prefix holding the seeded day and every benchmark's outputs."""
+REGIONS = int(os.environ.get("NIGHTFOLD_BENCH_REGIONS", "32"))
+"""Regions the seeded day's raw table is pre-split into (salt buckets, then inside the day)."""
 REPS = int(os.environ.get("NIGHTFOLD_BENCH_REPS", "2"))
 """Pairs per paired comparison (A B A B ...)."""
 DEFAULT_CHUNK_ROWS = 50_000
@@ -135,37 +137,54 @@ def count_day_rows(store: Any, day: dt.date = DAY) -> int:
     )
 
 
-def ensure_seeded(url: str | None = None, rows: int = ROWS, day: dt.date = DAY) -> dict[str, Any]:
-    """Seed ``rows`` rows of ``day`` once; skip when the table already holds exactly that many.
+def _seeded_marker(url: str, rows: int, day: dt.date, regions: int) -> Path:
+    tag = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return WORK / f"seeded-{tag}-{day:%Y%m%d}-{rows}-{regions}.json"
 
-    A table holding another count for the day (an earlier run with other
-    ``rows``) has that day's ranges deleted first, so the count is exact.
+
+def ensure_seeded(
+    url: str | None = None, rows: int = ROWS, day: dt.date = DAY, regions: int = REGIONS
+) -> dict[str, Any]:
+    """Seed ``rows`` rows of ``day`` once into a raw table pre-split into ``regions``.
+
+    Cached: a marker file (under ``.nightfold/bench``) written after a seeding
+    that was counted exact, checked against the table's region count and its
+    first key of the day, so a 8M-row day is not counted again every run.
+    Anything else drops the raw table and seeds it again (pre-splitting needs a
+    new table).
     """
     from nightfold.common.keys import day_ranges
     from nightfold.common.store import open_store
     from nightfold.ops.seeding import seed_day
 
     url = url or store_url()
+    marker = _seeded_marker(url, rows, day, regions)
     store = open_store(url)
     try:
         store.ensure_table("nightfold_raw", ["o"])
-        started = time.monotonic()
-        have = count_day_rows(store, day)
-        counted_s = time.monotonic() - started
-        if have == rows:
-            log(f"seed: {url.split('?')[-1]} already holds {rows:,} rows of {day} (cached)")
-            return {"rows": rows, "cached": True, "count_s": round(counted_s, 1)}
-        if have:
-            log(f"seed: found {have:,} rows of {day}, want {rows:,}: deleting the day first")
-            for key_range in day_ranges(day, SALT_BUCKETS):
-                store.delete_range("nightfold_raw", key_range)
+        have = len(store.region_starts("nightfold_raw")) + 1
+        first = store.probe_keys("nightfold_raw", day_ranges(day, SALT_BUCKETS)[0], 1)
+        if marker.exists() and have == regions and first:
+            log(f"seed: {url.split('?')[-1]} holds {rows:,} rows of {day}, {have} regions (cached)")
+            return {"rows": rows, "regions": have, "cached": True}
+        if have == regions and first and count_day_rows(store, day) == rows:
+            # seeded before, but the marker was never written (the count failed, say)
+            marker.write_text(json.dumps({"rows": rows, "regions": have}))
+            log(f"seed: {url.split('?')[-1]} holds {rows:,} rows of {day} (counted)")
+            return {"rows": rows, "regions": have, "cached": True}
+        log(f"seed: (re)creating the raw table of {url.split('?')[-1]} with {regions} regions")
+        marker.unlink(missing_ok=True)
+        store.drop_table("nightfold_raw")
         log(f"seed: writing {rows:,} rows of {day} (about {rows / 17000:.0f} s)")
         started = time.monotonic()
-        n = seed_day(store, day, rows, salt_buckets=SALT_BUCKETS, seed=1)
+        n = seed_day(store, day, rows, salt_buckets=SALT_BUCKETS, seed=1, regions=regions)
         took = time.monotonic() - started
         assert count_day_rows(store, day) == rows, "seeded count differs"
-        log(f"seed: {n:,} rows in {took:.0f} s ({n / took:,.0f} rows/s)")
-        return {"rows": rows, "cached": False, "seed_s": round(took, 1)}
+        have = len(store.region_starts("nightfold_raw")) + 1
+        log(f"seed: {n:,} rows in {took:.0f} s ({n / took:,.0f} rows/s), {have} regions")
+        WORK.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"rows": rows, "regions": have, "seed_s": round(took, 1)}))
+        return {"rows": rows, "regions": have, "cached": False, "seed_s": round(took, 1)}
     finally:
         store.close()
 
@@ -174,7 +193,7 @@ def ensure_embedded_store(rows: int, day: dt.date = DAY) -> Path:
     """A local (embedded) store file holding ``rows`` rows of ``day``, seeded once."""
     from nightfold.common.store.local import LocalStore
 
-    path = WORK / f"embedded-{day:%Y%m%d}-{rows}.sqlite"
+    path = WORK / f"embedded-{day:%Y%m%d}-{rows}-r{REGIONS}.sqlite"
     done = path.with_suffix(".seeded")
     if path.exists() and done.exists():
         return path
@@ -185,7 +204,7 @@ def ensure_embedded_store(rows: int, day: dt.date = DAY) -> Path:
     store = LocalStore(path)
     try:
         started = time.monotonic()
-        seed_day(store, day, rows, salt_buckets=SALT_BUCKETS, seed=1)
+        seed_day(store, day, rows, salt_buckets=SALT_BUCKETS, seed=1, regions=REGIONS)
         log(f"embedded store: {rows:,} rows in {time.monotonic() - started:.0f} s")
     finally:
         store.close()

@@ -26,7 +26,7 @@ from bench.common import (
     store_url,
     write_result,
 )
-from bench.runner import NoLease, synthetic_claim
+from bench.runner import NoLease, NoRecords, synthetic_claim
 
 CHUNKS = int(os.environ.get("NIGHTFOLD_BENCH_PROFILE_CHUNKS", "6"))
 PROFILE_GENERATION = 8
@@ -37,13 +37,11 @@ def _claims(store: Any, chunks: int) -> list[Any]:
     """The day's first ``chunks`` map chunks, cut as the planner does (first two salts)."""
     from nightfold.common.keys import day_ranges
     from nightfold.common.states import Stage
-    from nightfold.master.planner import SAMPLES_PER_CHUNK, sample_keys
-    from nightfold.master.splitter import split
+    from nightfold.master.planner import plan_map
 
-    every = DEFAULT_CHUNK_ROWS // SAMPLES_PER_CHUNK
     ranges = day_ranges(DAY, SALT_BUCKETS)[:3]
-    samples, _ = sample_keys(store, "nightfold_raw", ranges, every)
-    cut = split(ranges, [], samples, every, DEFAULT_CHUNK_ROWS)[:chunks]
+    mapped = plan_map(store, "nightfold_raw", ranges, DEFAULT_CHUNK_ROWS)
+    cut = [c.range for c in mapped.chunks][:chunks]
     return [
         synthetic_claim(Stage.MAP, i, r, generation=PROFILE_GENERATION, owner="profile")
         for i, r in enumerate(cut)
@@ -112,13 +110,13 @@ def run() -> dict[str, Any]:
     store.ensure_table(PARTIALS_TABLE, [PARTIAL_FAMILY])
     job = get_job("merchant_daily")
     claims = _claims(store, CHUNKS)
-    run_map(claims[0], store, job, NoLease())  # type: ignore[arg-type]  # warm up
+    run_map(claims[0], store, job, NoLease(), NoRecords())  # warm up
     profiler = Profiler(interval=0.001)
     rows = 0
     started = time.perf_counter()
     profiler.start()
     for claim in claims:
-        rows += run_map(claim, store, job, NoLease()).rows_read  # type: ignore[arg-type]
+        rows += run_map(claim, store, job, NoLease(), NoRecords()).rows_read
     profiler.stop()
     seconds = time.perf_counter() - started
     store.close()

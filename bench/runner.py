@@ -251,7 +251,26 @@ def run_nightfold_hbase(label: str, workers: int, **kw: Any) -> NightfoldRun:
 class NoLease:
     """No lease to renew (no run in the database): the step's progress ticks go nowhere."""
 
-    def tick(self, rows_read: int, last_key: bytes | None) -> None:
+    split_requested = False
+
+    def tick(self, rows_read: int, last_key: bytes | None, *, force: bool = False) -> None:
+        return None
+
+
+class NoRecords:
+    """No database either: segments are committed nowhere, and a reduce counts every
+    partial row (each step here writes its partials once)."""
+
+    def commit(self, seg: Any) -> None:
+        return None
+
+    def split(self, end: bytes, cut: bytes) -> int | None:
+        return None
+
+    def decline_split(self, reason: str) -> None:
+        return None
+
+    def committed(self) -> None:
         return None
 
 

@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from nightfold.common.deadline import parse_deadline
 from nightfold.common.errors import ConfigError
 from nightfold.common.params import RunParams
 from nightfold.common.store import parse_store_url
-from nightfold.common.urls import mask_url, scheme_of
+from nightfold.common.urls import MASK, mask_url, scheme_of
 
 ENV_PREFIX = "NIGHTFOLD_"
 
@@ -46,6 +47,9 @@ class Settings:
     republish_seconds: float = RunParams.republish_seconds
     scan_batch: int = RunParams.scan_batch
     max_cell_bytes: int = RunParams.max_cell_bytes
+    checkpoint_rows: int = RunParams.checkpoint_rows
+    checkpoint_seconds: float = RunParams.checkpoint_seconds
+    split_min_rows: int = RunParams.split_min_rows
     # processes
     poll_interval: float = 0.25
     master_stale_seconds: float = 30.0
@@ -64,8 +68,19 @@ class Settings:
     """How often a running master pushes (its heartbeat gauge shows it is alive)."""
     resume_lookback_days: int = 7
     """The nightly master first resumes unfinished runs of this many earlier days (0: off)."""
+    deadline: str = ""
+    """When a day's summaries are due, HH:MM UTC on the next day (empty: none). The
+    master exports each recent day's due time; NightfoldDayLate fires past it."""
     log_level: str = "INFO"
     log_format: str = "human"
+    # the web console (``nightfold web``): CLI-side, but settings like every other
+    web_host: str = "127.0.0.1"
+    """Where the console listens: loopback unless the operator says otherwise."""
+    web_port: int = 8650
+    web_user: str = "operator"
+    web_password: str = ""
+    """The operator's password (HTTP basic auth, or ``Authorization: Bearer``);
+    empty: the console is read-only and refuses every action."""
 
     def __post_init__(self) -> None:
         for name, schemes in (
@@ -101,6 +116,8 @@ class Settings:
         ):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"setting {name} must be positive")
+        if not 0 <= self.web_port <= 65535:
+            raise ConfigError(f"setting web_port: {self.web_port} is not a port")
         if not 0 <= self.resume_lookback_days <= 366:
             raise ConfigError("setting resume_lookback_days must be between 0 and 366")
         if not self.worker_dead_seconds > 2 * self.worker_heartbeat_seconds:
@@ -108,6 +125,7 @@ class Settings:
                 f"setting worker_dead_seconds ({self.worker_dead_seconds:g}) must be more than "
                 f"twice worker_heartbeat_seconds ({self.worker_heartbeat_seconds:g})"
             )
+        parse_deadline(self.deadline)  # raises ConfigError naming the setting
         self.run_params()  # validates the run knobs
 
     def run_params(self) -> RunParams:
@@ -120,6 +138,8 @@ class Settings:
         for key, value in out.items():
             if key.endswith("_url"):
                 out[key] = mask_url(value)
+            elif key.endswith("_password") and value:
+                out[key] = MASK
         return out
 
 

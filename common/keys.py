@@ -8,6 +8,7 @@ Ranges are half-open ``[start, end)`` over raw bytes, the way HBase scans are.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 from nightfold.common.errors import ConfigError
@@ -73,6 +74,23 @@ def day_ranges(day: dt.date, salt_buckets: int) -> list[KeyRange]:
     return [prefix_range(salt_token(s) + SEP + token + SEP) for s in range(salt_buckets)]
 
 
+def move_day(key: bytes, old: dt.date, new: dt.date) -> bytes | None:
+    """``key`` of day ``old`` at the same place in day ``new``: ``SS|old…`` becomes
+    ``SS|new…`` (the bounds :func:`day_ranges` makes too); ``None`` for a key that
+    is not inside one of ``old``'s ranges. How an earlier night's chunk boundaries
+    become today's guideposts."""
+    head = len(b"00|")
+    token = day_token(old)
+    if (
+        len(key) < head + len(token)
+        or not key[:2].isdigit()
+        or key[2:head] != SEP
+        or key[head : head + len(token)] != token
+    ):
+        return None
+    return key[:head] + day_token(new) + key[head + len(token) :]
+
+
 def raw_key(salt: int, day: dt.date, merchant: str, order_id: str) -> bytes:
     return SEP.join((salt_token(salt), day_token(day), merchant.encode(), order_id.encode()))
 
@@ -92,6 +110,39 @@ def partial_key(job: str, day: dt.date, generation: int, bucket: int, chunk_inde
     overwrites the same cells with the same bytes.
     """
     return partial_prefix(job, day, generation, bucket) + b"%06d" % chunk_index
+
+
+def span_id(start: bytes, end: bytes) -> bytes:
+    """A short name of the key span ``[start, end)`` (16 hex digits): the identity of a
+    segment's rows, so of its partial's bytes."""
+    digest = hashlib.blake2b(len(start).to_bytes(4, "big") + start + end, digest_size=8)
+    return digest.hexdigest().encode()
+
+
+def segment_key(
+    job: str, day: dt.date, generation: int, bucket: int, chunk_index: int, seq: int, span: bytes
+) -> bytes:
+    """Where segment ``seq`` of map chunk ``chunk_index``, holding the rows of the key
+    span named ``span`` (:func:`span_id`), keeps its share of reduce bucket ``bucket``.
+
+    Bucket first, so a reduce item still reads one prefix. The span is part of the
+    key because which rows a segment holds depends on where its attempt resumed,
+    when it checkpointed and whether its chunk was split meanwhile: two writers of
+    one key wrote the same rows, so the same bytes (a retry, a race), and a writer of
+    another span -- a killed attempt's last segment, a frozen owner that never
+    learned of a split -- writes beside the committed segment, never over it. The
+    reduce reads only the segments MySQL committed (``common/db/segments.py``).
+    """
+    return partial_key(job, day, generation, bucket, chunk_index) + b"|%06d|" % seq + span
+
+
+def parse_segment_key(key: bytes, prefix_len: int) -> tuple[int, int, bytes] | None:
+    """``(chunk index, seq, span)`` of a segment's partial row whose bucket prefix is
+    ``prefix_len`` bytes long; None for any other row (a pre-segment partial)."""
+    parts = key[prefix_len:].split(SEP)
+    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return None
+    return int(parts[0]), int(parts[1]), parts[2]
 
 
 COMBINE_MARK = b"c"

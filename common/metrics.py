@@ -121,6 +121,17 @@ MASTER_HEARTBEAT = Gauge(
     "push_interval_seconds: a dead master cannot say it died, so its last push ages.",
     ["nightfold_job", "day"],
 )
+DAY_DEADLINE = Gauge(
+    "nightfold_day_deadline_timestamp_seconds",
+    "When the day's summaries are due (the deadline setting; unix time). Exported by the "
+    "master for the days it drives and the earlier days of its window that have a run.",
+    ["nightfold_job", "day"],
+)
+DAY_SUCCEEDED = Gauge(
+    "nightfold_day_succeeded",
+    "1 when the day's latest run succeeded, else 0 (same days as the deadline).",
+    ["nightfold_job", "day"],
+)
 
 ALL_NAMES = sorted(
     m._name
@@ -147,6 +158,8 @@ ALL_NAMES = sorted(
         LAST_SUCCESS,
         RUN_DURATION,
         MASTER_HEARTBEAT,
+        DAY_DEADLINE,
+        DAY_SUCCEEDED,
     )
 )
 

@@ -35,6 +35,16 @@ class RunParams:
     """Largest cell a chunk writes: a bigger partial is split into pieces of at
     most this size, a bigger summary cell fails the chunk (a job bug). Well under
     HBase's ``hbase.client.keyvalue.maxsize`` (10 MB by default)."""
+    checkpoint_rows: int = 50_000
+    """A map chunk commits a segment (its partials so far and the key it reached)
+    every this many rows, so a taker after a kill re-reads at most about this many
+    (and a chunk's map memory is bounded by it)."""
+    checkpoint_seconds: float = 30.0
+    """... or every this many seconds, whichever comes first."""
+    split_min_rows: int = 10_000
+    """A running map chunk is split only when both halves would keep at least this
+    many rows: below that a new chunk costs more than it saves. A billion or more
+    turns run-time splits off."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

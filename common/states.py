@@ -44,8 +44,17 @@ class Stage(StrEnum):
 
 
 TERMINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
+"""No master or worker moves a run out of these; a failed run leaves only by an
+operator's retry (:data:`RETRY_RUN_MOVES`)."""
 WORKING_RUN_STATES = (RunState.MAPPING, RunState.REDUCING, RunState.COMBINING)
 """The states in which workers claim and execute chunks (a stage is running)."""
+
+RUN_STATE_OF_STAGE = {
+    Stage.MAP: RunState.MAPPING,
+    Stage.REDUCE: RunState.REDUCING,
+    Stage.COMBINE: RunState.COMBINING,
+}
+"""The run's state while a stage's chunks run (stages run in :class:`Stage` order)."""
 
 RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.PLANNING: frozenset({RunState.MAPPING, RunState.FAILED, RunState.CANCELLED}),
@@ -55,9 +64,20 @@ RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     ),
     RunState.COMBINING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}),
     RunState.SUCCEEDED: frozenset(),
-    RunState.FAILED: frozenset(),
+    # only an operator's retry (``nightfold retry``): back to the stage of its dead chunks
+    RunState.FAILED: frozenset({RunState.MAPPING, RunState.REDUCING, RunState.COMBINING}),
     RunState.CANCELLED: frozenset(),
 }
+
+RETRY_RUN_MOVES = frozenset(
+    {
+        (RunState.FAILED, RunState.MAPPING),
+        (RunState.FAILED, RunState.REDUCING),
+        (RunState.FAILED, RunState.COMBINING),
+    }
+)
+"""The edges out of a terminal state: taken by an operator's retry, never by a master
+or a worker. Terminal means nothing moves the run on by itself."""
 
 CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
     # the master opens the window
@@ -67,7 +87,8 @@ CHUNK_TRANSITIONS: dict[ChunkState, frozenset[ChunkState]] = {
     # completed (fenced), failed or lease expired (back to pending), given up
     ChunkState.CLAIMED: frozenset({ChunkState.DONE, ChunkState.PENDING, ChunkState.DEAD}),
     ChunkState.DONE: frozenset(),
-    ChunkState.DEAD: frozenset(),
+    # an operator's retry of the failed run: attempts start again from zero
+    ChunkState.DEAD: frozenset({ChunkState.PENDING}),
 }
 
 

@@ -41,6 +41,9 @@ class MasterHooks:
         self, me: str, run: RunInfo, stage: Stage, chunk_id: int, dead_seconds: float
     ) -> None: ...
     def failed(self, me: str, run: RunInfo, stage: str, reason: str) -> None: ...
+    def split_requested(self, me: str, run: RunInfo, chunk_id: int, idx: int, rows: int) -> None:
+        """No map chunk waits: the owner of map chunk ``idx`` (``rows`` read) is asked to split."""
+
     def stage_done(
         self, me: str, run: RunInfo, stage: Stage, nxt: RunState, rows: int, malformed: int
     ) -> None:
@@ -170,6 +173,15 @@ class MasterLog(MasterHooks):
             chunk_id,
             dead_seconds,
             extra=fields(run=run.label, stage=stage, chunk=chunk_id, master=me),
+        )
+
+    def split_requested(self, me: str, run: RunInfo, chunk_id: int, idx: int, rows: int) -> None:
+        log.info(
+            "run %s: no map chunk waiting, map[%d] (%d rows read) asked to split",
+            run.label,
+            idx,
+            rows,
+            extra=fields(run=run.label, stage=Stage.MAP, chunk=chunk_id, master=me),
         )
 
     def failed(self, me: str, run: RunInfo, stage: str, reason: str) -> None:

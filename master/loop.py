@@ -26,6 +26,7 @@ from nightfold.common.jobs.base import Job
 from nightfold.common.logs import fields
 from nightfold.common.outage import Outage
 from nightfold.common.states import (
+    RUN_STATE_OF_STAGE,
     TERMINAL_RUN_STATES,
     WORKING_RUN_STATES,
     ChunkState,
@@ -37,14 +38,11 @@ from nightfold.common.transport import Publisher
 from nightfold.master.dispatcher import dispatch
 from nightfold.master.hooks import MasterFanOut, MasterHooks, MasterLog, MasterMetrics
 from nightfold.master.planner import compute_plan, record_plan
+from nightfold.master.rebalance import request_split
 
 log = logging.getLogger(__name__)
 
-STAGE_OF_STATE = {
-    RunState.MAPPING: Stage.MAP,
-    RunState.REDUCING: Stage.REDUCE,
-    RunState.COMBINING: Stage.COMBINE,
-}
+STAGE_OF_STATE = {state: stage for stage, state in RUN_STATE_OF_STAGE.items()}
 NEXT_STATE = {
     RunState.MAPPING: RunState.REDUCING,
     RunState.REDUCING: RunState.SUCCEEDED,  # or COMBINING, when the plan has combine items
@@ -109,6 +107,11 @@ class Master:
                 raise RunConflict(
                     f"run {latest.label} is still {latest.state.value}: resume it without "
                     f"--rerun, or cancel it first (nightfold cancel --day {day.isoformat()})"
+                )
+            if latest is not None and not run_repo.lock_finished(conn, latest.id):
+                # an operator's retry reopened it since we read it (we now hold its row)
+                raise RunConflict(
+                    f"run {latest.label} was reopened by a retry: resume it without --rerun"
                 )
             if latest is not None and chunk_repo.held_claims(conn, latest.id):
                 return None  # its workers may still write: wait for them to let go
@@ -232,7 +235,7 @@ class Master:
         return None, self.step(run)
 
     def plan(self, run: RunInfo) -> None:
-        plan = compute_plan(self.store, self.job, run, self.open_store)
+        plan = compute_plan(self.store, self.job, run, self.open_store, engine=self.engine)
         with self.engine.begin() as conn:
             record_plan(conn, run, plan, self.me)
 
@@ -267,6 +270,12 @@ class Master:
                 self.hooks.stage_done(self.me, run, stage, nxt, rows, malformed)
                 run_repo.move(conn, run.id, run.state, nxt, actor=self.me)
                 return True
+            if stage is Stage.MAP:
+                asked = request_split(conn, run.id, params.split_min_rows, self.me)
+                if asked is not None:
+                    self.hooks.split_requested(
+                        self.me, run, asked.chunk_id, asked.idx, asked.rows_read
+                    )
         sent = dispatch(self.engine, self.publisher, run, stage, self.me)
         if sent:
             self.hooks.published(self.me, run, sent)

@@ -37,7 +37,7 @@ from nightfold.common.keys import (
 from nightfold.common.store.base import Store
 from nightfold.worker import cells as partial_cells
 from nightfold.worker import executor
-from nightfold.worker.heartbeat import LeaseKeeper
+from nightfold.worker.checkpoint import Lease
 
 
 def hot_groups(store: Store, claim: Claim) -> frozenset[str] | None:
@@ -80,7 +80,7 @@ def write_shard_results(
     )
 
 
-def run_combine(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> executor.Result:
+def run_combine(claim: Claim, store: Store, job: Job[Any], lease: Lease) -> executor.Result:
     """One combine item: merge each group's compacted shards (rows in reduce-item
     order), finalize, and make the bucket's summary rows exactly the result."""
     read = 0

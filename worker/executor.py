@@ -1,12 +1,15 @@
 """Executing one claimed chunk: map (scan, fold, write partials by reduce
-bucket) or reduce (merge one bucket's partials in chunk order, then make the
-bucket's summary rows of the day exactly the merged result).
+bucket, segment by segment: :mod:`nightfold.worker.checkpoint`) or reduce (merge
+one bucket's committed partials in chunk order, then make the bucket's summary
+rows of the day exactly the merged result).
 
-Writes are idempotent: a partial's key derives from (job, day, generation,
-bucket, chunk) and the same input folds to the same bytes, so a retry or two
-workers racing on an expired lease can only write the same value twice; a
-reduce's puts and deletes are computed from what is stored now towards the same
-target, so a redo finishes a half-applied reduce and otherwise changes nothing.
+A map segment's partial key names (bucket, chunk, seq, the segment's key span),
+so two writers of one key write the same bytes, and a segment counts once MySQL
+committed it (fenced), so a retry, a resumed taker or a late writer of an old
+attempt never changes what counts; a reduce reads only the
+committed segments. A reduce's puts and deletes are computed from what is stored
+now towards the same target, so a redo finishes a half-applied reduce and
+otherwise changes nothing.
 
 No cell exceeds the run's ``max_cell_bytes``: a group's encoded partial is
 split across cells (:mod:`nightfold.worker.cells`) and rejoined by the reduce
@@ -25,14 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nightfold.common.db.chunks import Claim
+from nightfold.common.db.segments import SegmentRef, SegmentSpec
 from nightfold.common.errors import CellTooLarge, CorruptPartial
 from nightfold.common.jobs import shards
-from nightfold.common.jobs.base import Job, MapOutput, fold_rows
+from nightfold.common.jobs.base import Job, MapOutput
 from nightfold.common.keys import (
     PARTIAL_FAMILY,
     PARTIALS_TABLE,
-    partial_key,
+    parse_segment_key,
     prefix_range,
+    segment_key,
     summary_key,
     summary_prefix,
 )
@@ -40,31 +45,50 @@ from nightfold.common.states import Stage
 from nightfold.common.store.base import Columns, Store
 from nightfold.worker import cells as partial_cells
 from nightfold.worker import combine
-from nightfold.worker.heartbeat import LeaseKeeper
+from nightfold.worker.checkpoint import ChunkIO, Lease, SegmentedMap
 from nightfold.worker.reconcile import owned_by, reconcile
 
 
 @dataclass(frozen=True)
 class Result:
     rows_read: int
+    """Rows this attempt read (a map resumed at a checkpoint reads only the rest)."""
     rows_malformed: int
     rejects: list[tuple[bytes, str]] = field(default_factory=list)
+    last: SegmentSpec | None = None
+    """A map's last segment: written, committed with the chunk's completion."""
+    splits: list[int] = field(default_factory=list)
+    """Indexes of the map chunks this attempt split off its chunk."""
 
 
-def execute(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:
+def execute(claim: Claim, store: Store, job: Job[Any], lease: Lease, io: ChunkIO) -> Result:
     if claim.stage is Stage.MAP:
-        return run_map(claim, store, job, lease)
+        return run_map(claim, store, job, lease, io)
     if claim.stage is Stage.COMBINE:
         return combine.run_combine(claim, store, job, lease)
-    return run_reduce(claim, store, job, lease)
+    return run_reduce(claim, store, job, lease, io.committed())
 
 
-def run_map(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:
+def run_map(claim: Claim, store: Store, job: Job[Any], lease: Lease, io: ChunkIO) -> Result:
+    """The chunk from its checkpoint on, in segments (:class:`SegmentedMap`)."""
+    chunk = SegmentedMap(
+        claim,
+        store,
+        job,
+        lease,
+        io,
+        lambda out, seq, span: write_segment(claim, store, job, out, seq, span),
+    )
+    last, read, malformed = chunk.run()
+    return Result(read, malformed, list(last.rejects), last=last, splits=chunk.splits)
+
+
+def write_segment(
+    claim: Claim, store: Store, job: Job[Any], out: MapOutput[Any], seq: int, span: bytes
+) -> None:
+    """Put ``out``'s partials as segment ``seq`` (key span ``span``) of the claim, one
+    row per reduce bucket."""
     params = claim.run.params
-    out: MapOutput[Any] = MapOutput()
-    size = params.scan_batch
-    scan = store.scan(job.raw_table, claim.key_range, batch_size=size)
-    fold_rows(job, scan, out, size, lambda last: lease.tick(out.rows_read, last))
     buckets: dict[int, dict[bytes, bytes]] = {}
     prefix = PARTIAL_FAMILY.encode() + b":"
     hot = combine.hot_groups(store, claim) if job.sharded else None
@@ -76,20 +100,48 @@ def run_map(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Re
             cells[prefix + qualifier] = piece
     run = claim.run
     rows = [
-        (partial_key(run.job, run.day, run.generation, bucket, claim.idx), cells)
+        (
+            segment_key(run.job, run.day, run.generation, bucket, claim.idx, seq, span),
+            cells,
+        )
         for bucket, cells in sorted(buckets.items())
     ]
     store.put_many(PARTIALS_TABLE, rows)
-    return Result(out.rows_read, out.rows_malformed, out.rejects)
 
 
-def run_reduce(claim: Claim, store: Store, job: Job[Any], lease: LeaseKeeper) -> Result:
+def counts(committed: set[SegmentRef] | None, prefix_len: int) -> Callable[[bytes], bool]:
+    """Whether a partial row of a reduce bucket (its prefix ``prefix_len`` bytes) counts:
+    a segment's row only if MySQL committed that (chunk, seq, span); a row of the
+    one-partial-per-chunk format of before segments only for a chunk without any.
+    ``committed`` None counts every row: only for a caller that wrote each partial
+    once itself, with no database (the bench's in-process steps)."""
+    if committed is None:
+        return lambda _key: True
+    segmented = {ref.chunk_idx for ref in committed}
+
+    def check(key: bytes) -> bool:
+        ref = parse_segment_key(key, prefix_len)
+        if ref is not None:
+            return SegmentRef(*ref) in committed
+        legacy = key[prefix_len:]
+        return legacy.isdigit() and int(legacy) not in segmented
+
+    return check
+
+
+def run_reduce(
+    claim: Claim, store: Store, job: Job[Any], lease: Lease, committed: set[SegmentRef] | None
+) -> Result:
     merged: dict[str, Any] = {}
     read = 0
     last: bytes | None = None
     skip = len(PARTIAL_FAMILY) + 1
-    # partial rows come in chunk order (zero-padded index), so the fold order is fixed
+    counted = counts(committed, len(claim.key_range.start))
+    # partial rows come in chunk order (zero-padded index), so the fold order is fixed;
+    # rows of uncommitted segments (a killed attempt's, a fenced-out writer's) are skipped
     for key, cells in store.scan(PARTIALS_TABLE, claim.key_range, batch_size=100):
+        if not counted(key):
+            continue
         try:
             values = partial_cells.join((column[skip:], v) for column, v in cells.items())
         except CorruptPartial as exc:

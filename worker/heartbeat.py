@@ -24,14 +24,18 @@ class Released(Exception):
 
 class LeaseKeeper:
     """Beats for one claim at most every ``interval`` seconds; raises on cancel
-    or shutdown, and ChunkLost (from the repository) when fenced out."""
+    or shutdown, and ChunkLost (from the repository) when fenced out. A beat that
+    finds a split requested sets :attr:`split_requested` (the map clears it)."""
 
     def __init__(self, engine: Engine, url: str, claim: Claim, hard_stop: threading.Event) -> None:
         self.engine = engine
         self.url = url
         self.claim = claim
         self.hard_stop = hard_stop
+        # the beat is also how the owner hears that the master wants its chunk split
+        # (so within lease / 4: a chunk worth splitting runs for longer than that)
         self.interval = max(0.5, claim.run.params.lease_seconds / 4)
+        self.split_requested = False
         self._next = time.monotonic() + self.interval
         self._last_ok = time.monotonic()
 
@@ -50,7 +54,7 @@ class LeaseKeeper:
         self._next = now + self.interval
         try:
             with db_errors(self.url), self.engine.begin() as conn:
-                cancelled = chunk_repo.heartbeat(conn, self.claim, rows_read, last_key)
+                beat = chunk_repo.beat(conn, self.claim, rows_read, last_key)
         except ServiceUnavailable:
             if force:
                 raise
@@ -61,5 +65,6 @@ class LeaseKeeper:
             self._next = now + 1.0
             return
         self._last_ok = now
-        if cancelled:
+        self.split_requested = self.split_requested or beat.split
+        if beat.stop:
             raise Released("run cancelled or no longer running")

@@ -31,13 +31,16 @@ from sqlalchemy import Engine
 
 from nightfold.common.config import Settings
 from nightfold.common.db import chunks as chunk_repo
-from nightfold.common.db.chunks import Claim
+from nightfold.common.db import segments as segment_repo
+from nightfold.common.db.chunks import Claim, Completion
 from nightfold.common.db.engine import retrying
 from nightfold.common.errors import AccessRefused, ChunkLost, NightfoldError, ServiceUnavailable
 from nightfold.common.jobs import get_job
 from nightfold.common.states import ChunkState
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Hint
+from nightfold.worker.batching import ChunkBatches
+from nightfold.worker.checkpoint import DbChunkIO
 from nightfold.worker.executor import Result, execute
 from nightfold.worker.heartbeat import LeaseKeeper, Released
 from nightfold.worker.hooks import Hooks
@@ -90,10 +93,17 @@ class ChunkProcessor:
         self.hooks = hooks
         self.hard_stop = hard_stop if hard_stop is not None else threading.Event()
         self.on_claim = on_claim
+        self.batches = ChunkBatches(engine, me)
+        """Claims and completions of this process's threads, group-committed."""
 
-    def process(self, hint: Hint, store: Store) -> Processed:
+    def process(
+        self, hint: Hint, store: Store, claimed: Callable[[], None] = lambda: None
+    ) -> Processed:
+        """Claim and work the chunk of ``hint``; ``claimed`` is called as soon as the
+        claim is decided (won or stale), before any work: the delivery can be
+        acknowledged then, since from there on the claim lives in MySQL."""
         try:
-            return self._process(hint, store)
+            return self._process(hint, store, claimed)
         except AccessRefused as exc:
             return Processed(Outcome.REFUSED, hint.chunk_id, error=exc)
         except ServiceUnavailable as exc:
@@ -101,12 +111,12 @@ class ChunkProcessor:
         finally:
             self.on_claim(None)
 
-    def _process(self, hint: Hint, store: Store) -> Processed:
+    def _process(self, hint: Hint, store: Store, claimed: Callable[[], None]) -> Processed:
         def claim_it() -> Claim | None:
-            with self.engine.begin() as conn:
-                return chunk_repo.claim(conn, hint.chunk_id, self.me)
+            return self.batches.claim(hint.chunk_id)
 
         claim = self._db(claim_it, f"claim chunk {hint.chunk_id}")
+        claimed()
         if claim is None:
             self.hooks.stale(self.me, hint)
             return Processed(Outcome.STALE, hint.chunk_id)
@@ -121,9 +131,12 @@ class ChunkProcessor:
     def _attempt(self, claim: Claim, store: Store) -> Processed:
         job = get_job(claim.run.job)  # unknown here: a bug, left to the lease (as before)
         lease = LeaseKeeper(self.engine, self.settings.database_url, claim, self.hard_stop)
+        io = DbChunkIO(
+            self.engine, self.settings.database_url, claim, self.settings.connect_deadline_seconds
+        )
         started = time.monotonic()
         try:
-            result = execute(claim, store, job, lease)
+            result = execute(claim, store, job, lease, io)
             self._complete(claim, result)
         except Released as exc:
             self._try_release(claim, str(exc))
@@ -145,10 +158,15 @@ class ChunkProcessor:
 
     def _complete(self, claim: Claim, result: Result) -> None:
         def complete() -> None:
-            with self.engine.begin() as conn:
-                chunk_repo.complete(
-                    conn, claim, result.rows_read, result.rows_malformed, result.rejects
+            # a map's last segment is recorded with the completion, and its counters
+            # are the chunk's totals (its committed segments' and this attempt's)
+            if result.last is not None:
+                done = segment_repo.completion(
+                    claim, result.last, result.rows_read, result.rows_malformed
                 )
+            else:
+                done = Completion(claim, result.rows_read, result.rows_malformed, result.rejects)
+            self.batches.complete(done)
 
         self._db(complete, f"complete {claim.label}")
 

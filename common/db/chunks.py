@@ -11,22 +11,51 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import groupby
+from typing import TYPE_CHECKING
+from typing import cast as typed
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    String,
+    Table,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from nightfold.common.db.clock import db_now, db_now_plus
-from nightfold.common.db.events import add_chunk_events, add_event
+from nightfold.common.db.events import add_chunk_events, add_chunk_row_events, add_event
 from nightfold.common.db.models import Chunk, QuarantinedRow, Run, Worker
-from nightfold.common.db.runs import RunInfo, run_info
-from nightfold.common.errors import ChunkLost
+from nightfold.common.db.runs import RunInfo, get_run, later_generation, run_info
+from nightfold.common.db.runs import move as runs_move
+from nightfold.common.errors import ChunkLost, RunConflict
 from nightfold.common.keys import KeyRange
 from nightfold.common.states import (
+    RUN_STATE_OF_STAGE,
     WORKING_RUN_STATES,
     ChunkState,
+    RunState,
     Stage,
     after_failure,
     check_chunk_move,
 )
+
+if TYPE_CHECKING:
+    from nightfold.common.db.segments import SegmentSpec
+
+CHUNKS = typed(Table, Chunk.__table__)
+"""The chunks table for Core statements (an UPDATE of the ORM entity takes the
+ORM's bulk path: a third more client time per statement)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +82,19 @@ class Claim:
     key_range: KeyRange
     owner: str
     attempt: int
+    resume_key: bytes | None = None
+    """A map chunk's checkpoint: resume the scan here (None: at the start)."""
+    next_seq: int = 0
+    """The number of the next segment (the chunk's committed segments so far)."""
+    rows_committed: int = 0
+    """Rows the committed segments folded."""
+    malformed_committed: int = 0
+    """Malformed rows among them."""
+
+    @property
+    def resume_from(self) -> bytes:
+        """Where this attempt's scan starts: after the last committed segment."""
+        return self.resume_key if self.resume_key is not None else self.key_range.start
 
     @property
     def label(self) -> str:
@@ -133,7 +175,7 @@ def move(
     """
     check_chunk_move(src, dst)
     result = conn.execute(
-        update(Chunk).where(where, Chunk.state == src.value).values(state=dst.value, **values)
+        update(CHUNKS).where(where, Chunk.state == src.value).values(state=dst.value, **values)
     )
     return int(result.rowcount)
 
@@ -363,6 +405,19 @@ def claimable(conn: Connection, limit: int, exclude: Sequence[int] = ()) -> list
     return [Claimable(int(c), int(r), str(s), int(i)) for c, r, s, i in conn.execute(q)]
 
 
+LIVE_RUN_STATES = tuple(s.value for s in WORKING_RUN_STATES)
+
+
+def _live_run() -> ColumnElement[bool]:
+    """The chunk's run is running a stage (mapping, reducing, combining) and not asked
+    to cancel."""
+    return exists().where(
+        Run.id == Chunk.run_id,
+        Run.cancel_requested.is_(False),
+        Run.state.in_(LIVE_RUN_STATES),
+    )
+
+
 def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
     """Claim a queued chunk of a live run for ``me``; None when someone else won
     or the hint is stale (chunk not queued, run finished or cancelled).
@@ -380,6 +435,10 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
             Chunk.start_key.label("chunk_start"),
             Chunk.end_key.label("chunk_end"),
             Chunk.attempt.label("chunk_attempt"),
+            Chunk.resume_key.label("chunk_resume"),
+            Chunk.next_seq.label("chunk_seq"),
+            Chunk.rows_committed.label("chunk_committed"),
+            Chunk.malformed_committed.label("chunk_malformed"),
         )
         .join_from(Chunk, Run, Run.id == Chunk.run_id)
         .where(Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value)
@@ -388,23 +447,19 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
         return None
     run = run_info(row)
     seen = int(row.chunk_attempt)
-    live_run = exists().where(
-        Run.id == Chunk.run_id,
-        Run.cancel_requested.is_(False),
-        Run.state.in_([s.value for s in WORKING_RUN_STATES]),
-    )
     moved = move(
         conn,
-        and_(Chunk.id == chunk_id, Chunk.attempt == seen, live_run),
+        and_(Chunk.id == chunk_id, Chunk.attempt == seen, _live_run()),
         ChunkState.QUEUED,
         ChunkState.CLAIMED,
         owner=me,
         attempt=seen + 1,
         lease_expires_at=db_now_plus(run.params.lease_seconds),
         claimed_at=db_now(),
-        rows_read=0,
+        rows_read=Chunk.rows_committed,  # progress starts at the checkpoint
         rows_malformed=0,
         last_key=None,
+        split_state=0,
     )
     if moved != 1:
         return None
@@ -418,7 +473,92 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
         key_range=KeyRange(bytes(row.chunk_start), bytes(row.chunk_end)),
         owner=me,
         attempt=attempt,
+        resume_key=None if row.chunk_resume is None else bytes(row.chunk_resume),
+        next_seq=int(row.chunk_seq or 0),
+        rows_committed=int(row.chunk_committed or 0),
+        malformed_committed=int(row.chunk_malformed or 0),
     )
+
+
+def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int, Claim]:
+    """Claim for ``me`` those of ``chunk_ids`` that are queued in a live run, by
+    chunk id; the others (someone else's, stale hints) are left out.
+
+    Four statements however many chunks: a locking read of the queued ones
+    (``FOR UPDATE SKIP LOCKED`` on MariaDB: a row another claimer holds is
+    skipped, not waited for; SQLite's ``BEGIN IMMEDIATE`` already serializes
+    writers), their runs, one UPDATE per run (its lease), one INSERT of the
+    ``claimed`` events. The rows read are locked, so each UPDATE moves all of its
+    run's rows or, when the run stopped in between, none (then none is claimed).
+    Each claim is what :func:`claim` gives: the same owner, attempt + 1, lease.
+    """
+    ids = sorted(set(chunk_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(
+            Chunk.id,
+            Chunk.run_id,
+            Chunk.stage,
+            Chunk.idx,
+            Chunk.start_key,
+            Chunk.end_key,
+            Chunk.attempt,
+            Chunk.resume_key,
+            Chunk.next_seq,
+            Chunk.rows_committed,
+            Chunk.malformed_committed,
+        )
+        .where(Chunk.id.in_(ids), Chunk.state == ChunkState.QUEUED.value, _live_run())
+        .order_by(Chunk.run_id, Chunk.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return {}
+    runs = {
+        int(r.id): run_info(r)
+        for r in conn.execute(
+            select(Run.__table__).where(Run.id.in_(sorted({int(x.run_id) for x in rows})))
+        )
+    }
+    claims: dict[int, Claim] = {}
+    for run_id, group in groupby(rows, key=lambda x: int(x.run_id)):
+        mine = list(group)
+        run = runs[run_id]
+        moved = move(
+            conn,
+            and_(Chunk.id.in_([int(x.id) for x in mine]), _live_run()),
+            ChunkState.QUEUED,
+            ChunkState.CLAIMED,
+            owner=me,
+            attempt=Chunk.attempt + 1,
+            lease_expires_at=db_now_plus(run.params.lease_seconds),
+            claimed_at=db_now(),
+            rows_read=Chunk.rows_committed,  # progress starts at the checkpoint
+            rows_malformed=0,
+            last_key=None,
+            split_state=0,
+        )
+        if moved == 0:  # the run stopped since the read: its hints are stale
+            continue
+        if moved != len(mine):
+            raise RuntimeError(f"claim of {len(mine)} locked chunks moved {moved}")
+        for x in mine:
+            claims[int(x.id)] = Claim(
+                chunk_id=int(x.id),
+                run=run,
+                stage=Stage(x.stage),
+                idx=int(x.idx),
+                key_range=KeyRange(bytes(x.start_key), bytes(x.end_key)),
+                owner=me,
+                attempt=int(x.attempt) + 1,
+                resume_key=None if x.resume_key is None else bytes(x.resume_key),
+                next_seq=int(x.next_seq or 0),
+                rows_committed=int(x.rows_committed or 0),
+                malformed_committed=int(x.malformed_committed or 0),
+            )
+    add_chunk_row_events(conn, "claimed", list(claims))
+    return claims
 
 
 def _ours(c: Claim) -> ColumnElement[bool]:
@@ -429,6 +569,10 @@ def _ours(c: Claim) -> ColumnElement[bool]:
 def _fenced(c: Claim) -> ColumnElement[bool]:
     """The claim is still ours: same owner and attempt, still claimed (fencing)."""
     return and_(_ours(c), Chunk.state == ChunkState.CLAIMED.value)
+
+
+still_ours = _fenced
+"""The fencing condition, for the repositories that extend a claim (segments, splits)."""
 
 
 def _fenced_move(
@@ -448,28 +592,60 @@ def _fenced_move(
     return True
 
 
+SPLIT_REQUESTED = 1
+"""``chunks.split_state`` when the master asked the owner to split (``segments.py``)."""
+
+
+@dataclass(frozen=True)
+class Beat:
+    """What a lease heartbeat learned."""
+
+    stop: bool
+    """The run was cancelled or is no longer mapping or reducing."""
+    split: bool
+    """The master asks the owner to split the chunk (``split_state`` 1)."""
+
+
 def heartbeat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> bool:
     """Extend the lease and record progress; returns whether the worker should stop
     (the run was cancelled or is no longer mapping or reducing).
 
     Raises ChunkLost when the claim is no longer ours.
     """
+    return beat(conn, c, rows_read, last_key).stop
+
+
+def beat(conn: Connection, c: Claim, rows_read: int, last_key: bytes | None) -> Beat:
+    """:func:`heartbeat`, also saying whether a split of the chunk was requested.
+
+    One statement while all is well: the UPDATE is fenced, requires a live run and
+    no split request, so it matches exactly when the claim is ours, the run goes
+    on and nobody asked for a split. Only when it matches nothing does a read tell
+    the cases apart (a lost claim, a stopped run: the lease is then not extended,
+    the worker releases the chunk or drops it; a split asked: the lease is
+    extended by a second UPDATE and the owner told).
+    """
+    progress = {
+        "lease_expires_at": db_now_plus(c.run.params.lease_seconds),
+        "rows_read": rows_read,
+        "last_key": last_key[:512] if last_key else None,
+    }
     result = conn.execute(
-        update(Chunk)
-        .where(_fenced(c))
-        .values(
-            lease_expires_at=db_now_plus(c.run.params.lease_seconds),
-            rows_read=rows_read,
-            last_key=last_key[:512] if last_key else None,
-        )
+        update(CHUNKS)
+        .where(_fenced(c), _live_run(), Chunk.split_state != SPLIT_REQUESTED)
+        .values(**progress)
     )
-    if result.rowcount != 1:
+    if result.rowcount == 1:
+        return Beat(stop=False, split=False)
+    row = conn.execute(select(Chunk.split_state).where(_fenced(c))).first()
+    if row is None:
         raise ChunkLost(f"{c.label}: claim lost (lease expired and taken over, or run reset)")
-    cancelled, state = conn.execute(
-        select(Run.cancel_requested, Run.state).where(Run.id == c.run.id)
-    ).one()
+    if int(row[0] or 0) == SPLIT_REQUESTED:
+        moved = conn.execute(update(CHUNKS).where(_fenced(c), _live_run()).values(**progress))
+        if moved.rowcount == 1:
+            return Beat(stop=False, split=True)
     # a finished run (failed, cancelled, or reset) wants no more writes from this claim
-    return bool(cancelled) or state not in {s.value for s in WORKING_RUN_STATES}
+    return Beat(stop=True, split=False)
 
 
 QUARANTINE_LIMIT = 10_000
@@ -507,6 +683,83 @@ def complete(
         )
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A finished chunk to be marked done by :func:`complete_many`."""
+
+    claim: Claim
+    rows_read: int
+    rows_malformed: int
+    rejects: Sequence[tuple[bytes, str]] = ()
+    segment: SegmentSpec | None = None
+    """A map chunk's last segment, recorded in the same transaction once the chunk is
+    done (:func:`~nightfold.common.db.segments.record_last`); the counters are then the
+    chunk's totals (its earlier segments' and this attempt's), the rejects the last
+    segment's (the earlier ones were quarantined with their segments)."""
+
+
+def complete_many(conn: Connection, done: Sequence[Completion]) -> set[int]:
+    """Mark several claims done at once, each fenced by its own owner and attempt;
+    returns the chunk ids that were fenced out (lost: nothing written for them).
+
+    Two statements while all are still ours: one UPDATE whose WHERE carries
+    every (id, owner, attempt) and whose counters come from CASE on the id, and
+    one INSERT of the ``done`` events (plus the quarantined rows, if any). When
+    it matches fewer rows than given, one read of the rows now done under our
+    tokens tells which were lost (rows this transaction updated stay locked, and
+    no one else can hold our token).
+    """
+    if not done:
+        return set()
+    by_id = {d.claim.chunk_id: d for d in done}
+    if len(by_id) != len(done):
+        raise ValueError("complete_many: a chunk given twice")
+    ids = sorted(by_id)
+    tokens = [(i, by_id[i].claim.owner, by_id[i].claim.attempt) for i in ids]
+    ours = and_(Chunk.id.in_(ids), tuple_(Chunk.id, Chunk.owner, Chunk.attempt).in_(tokens))
+    moved = move(
+        conn,
+        ours,
+        ChunkState.CLAIMED,
+        ChunkState.DONE,
+        lease_expires_at=None,
+        done_at=db_now(),
+        rows_read=case({i: by_id[i].rows_read for i in ids}, value=Chunk.id),
+        rows_malformed=case({i: by_id[i].rows_malformed for i in ids}, value=Chunk.id),
+        error=None,
+    )
+    won = ids
+    if moved != len(ids):
+        won = sorted(
+            int(i)
+            for i in conn.execute(
+                select(Chunk.id).where(ours, Chunk.state == ChunkState.DONE.value)
+            ).scalars()
+        )
+    add_chunk_row_events(
+        conn,
+        "done",
+        won,
+        literal("rows=")
+        + cast(Chunk.rows_read, String)
+        + literal(" malformed=")
+        + cast(Chunk.rows_malformed, String),
+    )
+    rejects = [
+        {
+            "run_id": by_id[i].claim.run.id,
+            "chunk_idx": by_id[i].claim.idx,
+            "row_key": key[:512],
+            "reason": reason,
+        }
+        for i in won
+        for key, reason in by_id[i].rejects[:QUARANTINE_LIMIT]
+    ]
+    if rejects:
+        conn.execute(insert(QuarantinedRow), rejects)
+    return set(ids) - set(won)
+
+
 def fail(conn: Connection, c: Claim, error: str) -> ChunkState | None:
     """Record a failed attempt: pending again, or dead when out of attempts.
 
@@ -524,6 +777,103 @@ def release(conn: Connection, c: Claim, reason: str) -> bool:
     return _fenced_move(
         conn, c, ChunkState.PENDING, "released", reason, owner=None, attempt=Chunk.attempt - 1
     )
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What an operator's retry did: the run back in ``stage``, ``chunks`` dead
+    chunks pending again with their attempts reset."""
+
+    run: RunInfo
+    stage: Stage
+    chunks: int
+
+
+def retry_dead(conn: Connection, run_id: int, actor: str) -> Retried:
+    """Bring a failed run back to life for its dead chunks only (``nightfold retry``).
+
+    In the caller's transaction, all or nothing: the run moves ``failed`` back to
+    the stage its dead chunks belong to (``mapping`` while a map chunk is not
+    done, else ``reducing``) with its error, finish time and any cancel request
+    cleared; its dead chunks move to ``pending`` with ``attempt`` 0 (so each gets
+    ``max_attempts`` fresh attempts); every other chunk keeps its state, done
+    work stays done. A master then drives the run as if it had never failed
+    (``nightfold master run --day D`` resumes it; ``nightfold retry`` drives it).
+
+    Fenced like every move: the run's UPDATE requires ``state = 'failed'`` (two
+    operators retrying at once: one wins), and it is refused when a newer
+    generation of the day exists (it owns the day's summaries now); the run row
+    stays locked until commit, which ``--rerun`` checks
+    (:func:`~nightfold.common.db.runs.lock_finished`). Raises RunConflict, with
+    nothing changed, when the run is not failed, has a newer generation, or has
+    no dead chunk (it failed before its plan: use ``--rerun``).
+    """
+    run = get_run(conn, run_id)
+    if run is None:
+        raise RunConflict(f"run {run_id} does not exist")
+    if run.state is not RunState.FAILED:
+        raise RunConflict(f"run {run.label} is {run.state.value}: only a failed run is retried")
+    dead = list(
+        conn.execute(
+            select(Chunk.id, Chunk.stage).where(
+                Chunk.run_id == run_id, Chunk.state == ChunkState.DEAD.value
+            )
+        )
+    )
+    if not dead:
+        raise RunConflict(
+            f"run {run.label} has no dead chunk to retry (it failed before its plan): "
+            f"start a new generation with --rerun"
+        )
+    open_stages = set(
+        conn.execute(
+            select(Chunk.stage)
+            .where(Chunk.run_id == run_id, Chunk.state != ChunkState.DONE.value)
+            .distinct()
+        ).scalars()
+    )
+    stage = next(s for s in Stage if s.value in open_stages)  # the earliest unfinished
+    target = RUN_STATE_OF_STAGE[stage]
+    if not runs_move(
+        conn,
+        run_id,
+        RunState.FAILED,
+        target,
+        actor=actor,
+        cancel_requested=False,
+        finished_at=None,
+    ):
+        raise RunConflict(f"run {run.label} is no longer failed: someone else moved it")
+    newer = later_generation(conn, run)
+    if newer is not None:
+        raise RunConflict(
+            f"run {run.label} has a newer generation #{newer}: retry or rerun that one"
+        )
+    conn.execute(update(Run).where(Run.id == run_id).values(error=None))
+    ids = [int(cid) for cid, _ in dead]
+    for i in range(0, len(ids), 1000):
+        move(
+            conn,
+            and_(Chunk.run_id == run_id, Chunk.id.in_(ids[i : i + 1000])),
+            ChunkState.DEAD,
+            ChunkState.PENDING,
+            attempt=0,
+            owner=None,
+            lease_expires_at=None,
+            published_at=None,
+            error=None,
+        )
+    add_chunk_events(conn, run_id, "retried", ids, actor=actor)
+    add_event(
+        conn,
+        run_id,
+        "run_retried",
+        actor=actor,
+        detail=f"{len(ids)} dead chunk(s) pending again; {stage.value} stage",
+    )
+    again = get_run(conn, run_id)
+    assert again is not None
+    return Retried(again, stage, len(ids))
 
 
 def rows_done(conn: Connection, run_id: int) -> int:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, SQLAlchemyError
+from sqlalchemy.pool import PoolResetState
 
 from nightfold.common.errors import AccessRefused, ConfigError, ServiceUnavailable
 from nightfold.common.outage import OutagePolicy
@@ -44,19 +46,65 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     if backend in ("mysql", "mariadb"):
         if parsed.get_driver_name() not in ("pymysql", ""):
             raise ConfigError(f"database URL {mask_url(url)!r}: use the mysql+pymysql driver")
-        return create_engine(
+        engine = create_engine(
             parsed.set(drivername="mysql+pymysql"),
-            pool_pre_ping=True,
+            pool_pre_ping=False,  # _ping_if_idle: only connections idle for a while
+            pool_reset_on_return=None,  # _reset_if_in_transaction: only when one is open
             pool_recycle=3600,
             pool_size=pool_size,
             max_overflow=pool_size,
             isolation_level="READ COMMITTED",
             connect_args={"connect_timeout": 10, "charset": "utf8mb4"},
         )
+        event.listen(engine, "connect", _note_checkin)
+        event.listen(engine, "checkin", _note_checkin)
+        event.listen(engine, "checkout", _ping_if_idle)
+        event.listen(engine, "reset", _reset_if_in_transaction)
+        return engine
     raise ConfigError(
         f"database URL {mask_url(url)!r}: unsupported backend {backend!r} "
         "(use mysql+pymysql:// or sqlite:///)"
     )
+
+
+PING_IF_IDLE_SECONDS = 1.0
+"""A pooled MariaDB connection idle longer than this is pinged before use.
+
+A connection handed back moments ago is used at once: pinging it would add a
+round trip to every short transaction (a claim, a completion: a third of their
+round trips) to catch only a server restart within that instant, which the
+first statement then reports like a restart in the middle of the transaction
+(every caller already rides those out). One idle longer -- a server restart or
+a dropped connection in between is then likely -- is pinged, and replaced if dead."""
+
+_IN_TRANSACTION = 1
+"""PyMySQL's ``SERVER_STATUS_IN_TRANS``: the server's own flag, in every reply."""
+
+
+def _note_checkin(_dbapi_conn: Any, record: Any, *_: Any) -> None:
+    record.info["nightfold_idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    idle = time.monotonic() - record.info.get("nightfold_idle_since", 0.0)
+    if idle <= PING_IF_IDLE_SECONDS:
+        return
+    try:
+        dbapi_conn.ping(reconnect=False)
+    except Exception as exc:
+        # the pool discards this connection and checks out (or opens) another
+        raise DisconnectionError(f"pooled connection dead after {idle:.0f}s idle") from exc
+
+
+def _reset_if_in_transaction(dbapi_conn: Any, _record: Any, state: PoolResetState) -> None:
+    """Roll back a connection handed back to the pool only if the server says a
+    transaction is open: after a COMMIT (every ``engine.begin()`` block) there is
+    nothing to roll back, and the pool's unconditional ROLLBACK was one round trip
+    of every transaction."""
+    if state.transaction_was_reset or not state.asyncio_safe:
+        return
+    if getattr(dbapi_conn, "server_status", _IN_TRANSACTION) & _IN_TRANSACTION:
+        dbapi_conn.rollback()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

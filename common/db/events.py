@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import ColumnElement, Connection, String, Table, insert, literal, null, select
 
 from nightfold.common.db.clock import db_now
-from nightfold.common.db.models import RunEvent
+from nightfold.common.db.models import Chunk, RunEvent
 
 
 def add_event(
@@ -52,3 +52,35 @@ def add_chunk_events(
         for cid in chunk_ids
     ]
     conn.execute(insert(RunEvent), rows)
+
+
+def add_chunk_row_events(
+    conn: Connection,
+    kind: str,
+    chunk_ids: Sequence[int],
+    detail: ColumnElement[str] | None = None,
+) -> None:
+    """Append one ``kind`` event per chunk in ONE ``INSERT ... SELECT`` from the
+    chunk rows themselves: their run, their owner as the actor, their attempt,
+    the database's clock (and ``detail``, an expression over the row).
+
+    For a batch of claims or completions, right after the UPDATE that moved
+    them (same transaction: the rows read are the ones just written). One
+    cached statement whatever the batch's size, with no row built in Python.
+    """
+    if not chunk_ids:
+        return
+    conn.execute(
+        insert(cast(Table, RunEvent.__table__)).from_select(
+            ["run_id", "chunk_id", "at", "kind", "actor", "attempt", "detail"],
+            select(
+                Chunk.run_id,
+                Chunk.id,
+                db_now(),
+                literal(kind, String),
+                Chunk.owner,
+                Chunk.attempt,
+                null() if detail is None else detail,
+            ).where(Chunk.id.in_(sorted(chunk_ids))),
+        )
+    )

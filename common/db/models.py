@@ -93,6 +93,42 @@ class Chunk(Base):
     error: Mapped[str | None] = mapped_column(Text)
     claimed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     done_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
+    # the map checkpoint (common/db/segments.py): where a taker resumes, and what counts
+    resume_key: Mapped[bytes | None] = mapped_column(Key)
+    """The scan resumes here (the key after the last committed segment's); None: start_key."""
+    next_seq: Mapped[int] = mapped_column(Integer, default=0)
+    """Committed segments of the chunk, so the number of the next one."""
+    rows_committed: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Rows folded by the committed segments (but the last: it commits with the chunk's
+    completion, which records the chunk's totals)."""
+    malformed_committed: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Malformed rows among them."""
+    split_state: Mapped[int] = mapped_column(Integer, default=0)
+    """0 none, 1 the master asked the owner to split, 2 the owner declined (this claim)."""
+
+
+class Segment(Base):
+    """One committed piece of a map chunk's output: its partials are the rows of
+    the partials table keyed (bucket, chunk idx, seq, span); the reduce reads only
+    the committed ones. Appended by the chunk's owner in a transaction fenced by
+    owner and attempt, which also moves the chunk's checkpoint."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("run_id", "chunk_idx", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    chunk_idx: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    """The attempt that committed it."""
+    span: Mapped[str] = mapped_column(String(16))
+    """The name of its rows' key span (``keys.span_id``), part of its partials' keys."""
+    resume_key: Mapped[bytes] = mapped_column(Key)
+    """The first key after the segment's rows (the chunk's new checkpoint)."""
+    rows_read: Mapped[int] = mapped_column(BigInteger)
+    rows_malformed: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp)
 
 
 class Worker(Base):

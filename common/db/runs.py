@@ -184,6 +184,32 @@ def move(
     return True
 
 
+def lock_finished(conn: Connection, run_id: int) -> bool:
+    """Lock the run row and say whether it is still terminal (a locking read: the
+    latest committed state, not the transaction's snapshot).
+
+    ``--rerun`` calls it before creating the next generation, and an operator's
+    retry (:func:`nightfold.common.db.chunks.retry_dead`) updates the same row
+    first: whichever comes second waits for the first to commit and then sees
+    it, so a day never gets two live generations out of a retry racing a rerun.
+    """
+    state = conn.execute(
+        select(Run.state).where(Run.id == run_id).with_for_update()
+    ).scalar_one_or_none()
+    return state is not None and RunState(state) in TERMINAL_RUN_STATES
+
+
+def later_generation(conn: Connection, run: RunInfo) -> int | None:
+    """The generation of a newer run of the same (job, day), if any (a locking read)."""
+    return conn.execute(
+        select(Run.generation)
+        .where(Run.job == run.job, Run.day == run.day, Run.generation > run.generation)
+        .order_by(Run.generation.desc())
+        .limit(1)
+        .with_for_update()
+    ).scalar_one_or_none()
+
+
 def request_cancel(conn: Connection, run_id: int, actor: str) -> bool:
     result = conn.execute(
         update(Run)

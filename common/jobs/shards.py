@@ -128,19 +128,19 @@ def combine(job: Job[P], shards: Iterable[tuple[str, P]]) -> dict[str, P]:
 
 
 def hot_groups(
-    job: Job[Any], samples: Iterable[bytes], every: int, threshold_rows: int
+    job: Job[Any], weighted_keys: Iterable[tuple[bytes, float]], threshold_rows: float
 ) -> list[str] | None:
-    """The groups estimated at ``threshold_rows`` rows or more from ``samples`` (every
-    ``every``-th key of the day), sorted; None when the job cannot tell a group from
-    a key (then every group is sharded)."""
+    """The groups estimated at ``threshold_rows`` rows or more, sorted, from sampled
+    keys each standing for ``weight`` rows of the day; None when the job cannot tell
+    a group from a key (then every group is sharded)."""
     if not job.groups_from_keys:
         return None
-    counts: dict[str, int] = {}
-    for key in samples:
+    rows: dict[str, float] = {}
+    for key, weight in weighted_keys:
         group = job.group_of_key(key)
         if group is not None:
-            counts[group] = counts.get(group, 0) + 1
-    return sorted(g for g, n in counts.items() if n * every >= threshold_rows)
+            rows[group] = rows.get(group, 0.0) + weight
+    return sorted(g for g, n in rows.items() if n >= threshold_rows)
 
 
 def encode_hot(groups: list[str]) -> bytes:

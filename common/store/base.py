@@ -1,7 +1,8 @@
 """The store seam: what nightfold needs from a sorted key-value table store.
 
 Kept as small as httpx's transport: scan a key range in key order, put rows,
-delete rows or cells, report region boundaries, and a little housekeeping. Two
+delete rows or cells, report region boundaries, read a bounded handful of keys
+(the planner's probes), and a little housekeeping. Two
 backends implement it: ``hbase.py`` (happybase over the HBase Thrift1 gateway,
 production) and ``local.py`` (a SQLite file with the same sorted-key scan
 semantics, embedded).
@@ -55,6 +56,18 @@ class Store(Protocol):
 
     def region_starts(self, table: str) -> list[bytes]:
         """Start keys of the table's regions after the first, sorted (cut points)."""
+        ...
+
+    def probe_keys(
+        self, table: str, key_range: KeyRange, limit: int, *, reverse: bool = False
+    ) -> list[bytes]:
+        """At most ``limit`` keys of ``key_range``: its first ones in ascending order,
+        or with ``reverse`` its last ones in descending order.
+
+        One bounded read whatever the range holds (a scan that stops at ``limit``):
+        what the planner uses to look inside a region without reading it. A
+        missing table raises like :meth:`scan`.
+        """
         ...
 
     def delete_range(self, table: str, key_range: KeyRange) -> int:

@@ -243,6 +243,12 @@ class HBaseStore:
         self._conn: happybase.Connection | None = None
         self._connect()
 
+    @property
+    def table_prefix(self) -> str | None:
+        """happybase's table prefix: table ``t`` is HBase's ``<prefix>_t``."""
+        prefix: str | None = self._options["table_prefix"]
+        return prefix
+
     def __repr__(self) -> str:
         prefix = self._options["table_prefix"]
         return f"HBaseStore({self.host}:{self.port}, table_prefix={prefix!r})"
@@ -436,6 +442,43 @@ class HBaseStore:
         """Start keys of the regions after the first, sorted: the planner's cut points."""
         regions = self._call(lambda conn: conn.table(table).regions())
         return sorted(r["start_key"] for r in regions if r["start_key"])
+
+    def probe_keys(
+        self, table: str, key_range: KeyRange, limit: int, *, reverse: bool = False
+    ) -> list[bytes]:
+        """At most ``limit`` keys of ``key_range`` (see the Store protocol): one scanner,
+        keys only, one batch of ``limit`` rows, closed at once.
+
+        A reversed HBase scan starts at its (inclusive) start row and stops before its
+        (exclusive) stop row, i.e. ``[end, start)`` mirrored; so it starts at ``end``
+        with one row to spare and no stop row, and the rows outside the range are
+        dropped here: still at most ``limit + 1`` rows read.
+        """
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+
+        def forward(conn: happybase.Connection) -> list[bytes]:
+            rows = conn.table(table).scan(
+                row_start=key_range.start or None,
+                row_stop=key_range.end or None,
+                limit=limit,
+                batch_size=limit,
+                filter=KEYS_ONLY_FILTER,
+            )
+            return [key for key, _ in rows]
+
+        def backward(conn: happybase.Connection) -> list[bytes]:
+            rows = conn.table(table).scan(
+                row_start=key_range.end or None,
+                limit=limit + 1,
+                batch_size=limit + 1,
+                filter=KEYS_ONLY_FILTER,
+                reverse=True,
+            )
+            keys = [key for key, _ in rows]
+            return [key for key in keys if key in key_range][:limit]
+
+        return self._call(backward if reverse else forward)
 
     def delete_range(self, table: str, key_range: KeyRange) -> int:
         """Delete every row in ``key_range`` (all families), ``DELETE_BATCH`` rows per request.

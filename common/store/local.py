@@ -49,6 +49,13 @@ _SCHEMA = (
         val BLOB NOT NULL,
         PRIMARY KEY (tid, row, col)
     ) WITHOUT ROWID""",
+    # Emulated regions: the start keys a pre-split table was created with (HBase
+    # keeps them in hbase:meta). Nothing but region_starts reads them.
+    """CREATE TABLE IF NOT EXISTS nf_regions (
+        tid INTEGER NOT NULL,
+        start BLOB NOT NULL,
+        PRIMARY KEY (tid, start)
+    ) WITHOUT ROWID""",
 )
 
 
@@ -236,12 +243,63 @@ class LocalStore:
             db.executemany("INSERT OR REPLACE INTO nf_cells VALUES (?, ?, ?, ?)", cells)
         return len(rows)
 
+    def create_presplit(
+        self, table: str, families: Sequence[str], split_keys: Sequence[bytes]
+    ) -> bool:
+        """Create ``table`` with regions starting at ``split_keys`` (plus the first,
+        at ``b""``), as HBase's ``Admin.createTable(desc, splitKeys)`` does; False and
+        nothing changed when the table exists. The regions are emulated: only
+        :meth:`region_starts` sees them (one SQLite B-tree holds every row)."""
+        if any(not key for key in split_keys):
+            raise ValueError("split keys must be non-empty")
+        if not table or any(not f or "," in f or ":" in f for f in families):
+            raise ValueError(f"bad table {table!r} or families {list(families)!r}")
+        with self._write() as db:
+            created = db.execute(
+                "INSERT OR IGNORE INTO nf_tables (name, families) VALUES (?, ?)",
+                (table, ",".join(families)),
+            ).rowcount
+            if not created:
+                return False
+            tid, _ = self._table(db, table)
+            db.executemany(
+                "INSERT OR IGNORE INTO nf_regions VALUES (?, ?)", [(tid, k) for k in split_keys]
+            )
+        return True
+
     def region_starts(self, table: str) -> list[bytes]:
-        """One region: no cut points (the planner then relies on sampled keys).
+        """Start keys of the emulated regions after the first (:meth:`create_presplit`),
+        sorted; ``[]`` for a table made by :meth:`ensure_table` (one region).
 
         Like HBase's ``getTableRegions``, a missing table also gives ``[]``.
         """
-        return []
+        with self._read() as db:
+            found = db.execute("SELECT id FROM nf_tables WHERE name = ?", (table,)).fetchone()
+            if found is None:
+                return []
+            rows = db.execute(
+                "SELECT start FROM nf_regions WHERE tid = ? ORDER BY start", (found[0],)
+            )
+            return [bytes(start) for (start,) in rows]
+
+    def probe_keys(
+        self, table: str, key_range: KeyRange, limit: int, *, reverse: bool = False
+    ) -> list[bytes]:
+        """At most ``limit`` keys of ``key_range``, first ones (or last ones, descending)."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        end_sql = " AND row < ?" if key_range.end else ""
+        end_params = [key_range.end] if key_range.end else []
+        order = "DESC" if reverse else "ASC"
+        with self._read() as db:
+            tid, _ = self._table(db, table)
+            rows = db.execute(
+                "SELECT DISTINCT row FROM nf_cells WHERE tid = ? AND row >= ?"
+                + end_sql
+                + f" ORDER BY row {order} LIMIT ?",
+                [tid, key_range.start, *end_params, limit],
+            )
+            return [bytes(k) for (k,) in rows]
 
     def delete_range(self, table: str, key_range: KeyRange) -> int:
         """Delete every row in ``key_range`` in one transaction; returns the row count."""
@@ -286,6 +344,7 @@ class LocalStore:
             if found is None:
                 return
             db.execute("DELETE FROM nf_cells WHERE tid = ?", (found[0],))
+            db.execute("DELETE FROM nf_regions WHERE tid = ?", (found[0],))
             db.execute("DELETE FROM nf_tables WHERE id = ?", (found[0],))
 
     def close(self) -> None:

@@ -8,11 +8,11 @@ touched on its I/O thread; acks from processing threads travel through
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -230,56 +230,73 @@ class RabbitPublisher:
 
 
 class RabbitConsumer:
-    """A worker's consumer: prefetch ``prefetch``, manual acks, DLQ on reject."""
+    """A worker's consumer: it pulls one hint at a time (``basic.get``) when it has
+    room for one, manual acks, DLQ on reject.
+
+    Pulling rather than subscribing, so that no hint waits in the worker unacked:
+    the worker acknowledges a hint as soon as its claim is decided (the claim lives
+    in MySQL), and with a subscription the broker would push the next hint right
+    then, to sit unacknowledged in the worker while its chunk runs -- past
+    RabbitMQ's ``consumer_timeout`` (30 min by default) for a long chunk, when the
+    broker closes the channel. A pull costs a round trip per hint, and hints are
+    few (one per chunk). ``prefetch`` is kept for the interface; nothing is
+    prefetched."""
+
+    POLL_MIN = 0.02
+    POLL_MAX = 0.5
+    """Seconds between pulls of an empty queue (doubling while it stays empty)."""
 
     def __init__(self, url: str, prefetch: int) -> None:
         self.url = url
         self.params, self.queue = parse_broker_url(url)
         self.prefetch = prefetch
-        self._ready: collections.deque[Delivery] = collections.deque()
         self._generation = 0
         self._conn: Any = None
         self._channel: Any = None
-        self._consumer_tag: str | None = None
+        self._stopped = False
+        self._pause = self.POLL_MIN
         self._lock = threading.Lock()
 
     def _connect(self) -> None:
         with amqp_errors(self.url):
             conn = pika.BlockingConnection(self.params)
             channel = conn.channel()
-            channel.basic_qos(prefetch_count=self.prefetch)
             declare(channel, self.queue)
             self._generation += 1
-            generation = self._generation
-            self._consumer_tag = channel.basic_consume(
-                self.queue,
-                functools.partial(self._on_message, generation=generation),
-                auto_ack=False,
-            )
             self._conn, self._channel = conn, channel
-            self._ready.clear()
 
-    def _on_message(
-        self, _ch: Any, method: Any, _props: Any, body: bytes, *, generation: int
-    ) -> None:
-        tag = (generation, method.delivery_tag)
-        redelivered = bool(method.redelivered)
+    def _get(self) -> Delivery | None:
+        method, _props, body = self._channel.basic_get(self.queue, auto_ack=False)
+        if method is None:
+            return None
+        tag = (self._generation, method.delivery_tag)
         try:
             hint: Hint | None = decode_hint(body)
             error = None
         except MalformedMessage as exc:
             hint, error = None, str(exc)
-        self._ready.append(
-            Delivery(hint=hint, tag=tag, body=body, error=error, extra={"redelivered": redelivered})
-        )
+        extra = {"redelivered": bool(method.redelivered)}
+        return Delivery(hint=hint, tag=tag, body=body, error=error, extra=extra)
 
     def next_delivery(self, timeout: float) -> Delivery | None:
+        if self._stopped:
+            self.pump(timeout)
+            return None
         if self._conn is None or not self._conn.is_open:
             self._connect()
-        if not self._ready:
-            with amqp_errors(self.url):
-                self._conn.process_data_events(time_limit=timeout)
-        return self._ready.popleft() if self._ready else None
+        deadline = time.monotonic() + timeout
+        with amqp_errors(self.url):
+            while True:
+                delivery = self._get()
+                if delivery is not None:
+                    self._pause = self.POLL_MIN
+                    return delivery
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                # keeps heartbeats and queued acks flowing while the queue is empty
+                self._conn.process_data_events(time_limit=min(self._pause, left))
+                self._pause = min(self._pause * 2, self.POLL_MAX)
 
     def _threadsafe(self, delivery: Delivery, action: str) -> None:
         generation, tag = delivery.tag
@@ -300,17 +317,8 @@ class RabbitConsumer:
         self._threadsafe(delivery, "reject")
 
     def stop_consuming(self) -> None:
-        if self._channel is not None and self._consumer_tag and self._conn.is_open:
-            with contextlib.suppress(Exception):
-                self._channel.basic_cancel(self._consumer_tag)
-        self._consumer_tag = None
-        # prefetched but unstarted deliveries go back to the queue
-        while self._ready:
-            d = self._ready.popleft()
-            generation, tag = d.tag
-            if generation == self._generation and self._channel is not None:
-                with contextlib.suppress(Exception):
-                    self._channel.basic_nack(tag, requeue=True)
+        """Take no more hints (nothing was prefetched, so nothing goes back)."""
+        self._stopped = True
 
     def pump(self, timeout: float) -> None:
         """Keep I/O (heartbeats, queued acks) flowing while not taking deliveries."""

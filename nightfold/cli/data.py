@@ -10,6 +10,7 @@ import click
 from nightfold.cli.options import DAY, with_runtime
 from nightfold.common.errors import VerifyMismatch
 from nightfold.common.jobs import get_job
+from nightfold.common.store.local import LocalStore
 from nightfold.ops.runtime import Runtime
 from nightfold.ops.seeding import seed_day
 from nightfold.ops.verify import verify_day
@@ -45,6 +46,14 @@ from nightfold.ops.verify import verify_day
     default=None,
     help="Distinct products of its own for the hot merchant [default: the shared catalog].",
 )
+@click.option(
+    "--regions",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Pre-split a table this creates into this many regions (salt buckets first, "
+    "then inside the day) [default: one a salt bucket on the embedded store, 1 on HBase, "
+    "where pre-splitting needs the HBase jars and ZooKeeper: see docs/operator.md].",
+)
 @with_runtime(salt_buckets="salt_buckets")
 def seed_cmd(
     rt: Runtime,
@@ -55,11 +64,14 @@ def seed_cmd(
     hot_share: float,
     hot_customers: int | None,
     hot_products: int | None,
+    regions: int | None,
     **_: object,
 ) -> None:
     """Write one day of realistic raw orders (same --seed, same rows; --hot-* skew it)."""
     store = rt.store()
     started = time.monotonic()
+    if regions is None:
+        regions = rt.settings.salt_buckets if isinstance(store, LocalStore) else 1
     try:
         n = seed_day(
             store,
@@ -71,11 +83,16 @@ def seed_cmd(
             hot_share=hot_share,
             hot_customers=hot_customers,
             hot_products=hot_products,
+            regions=regions,
         )
+        have = len(store.region_starts("nightfold_raw")) + 1
     finally:
         store.close()
     took = time.monotonic() - started
-    click.echo(f"seeded {n} rows for {day} in {took:.1f}s ({n / max(took, 1e-9):,.0f} rows/s)")
+    click.echo(
+        f"seeded {n} rows for {day} in {took:.1f}s ({n / max(took, 1e-9):,.0f} rows/s); "
+        f"the table has {have} region{'s' if have != 1 else ''}"
+    )
 
 
 @click.command("verify")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -138,6 +139,32 @@ def demo_cmd(rows: int, workers: int, day: dt.date, chunk_rows: int, directory: 
     console.print(
         f"[green]verify: OK[/], {report.groups_compared:,} merchant summaries identical "
         f"to a plain single-process recomputation ({report.rows_read:,} rows)"
+    )
+    console.print("\nsee this night in the web console (http://127.0.0.1:8650/):")
+    console.print(console_command(directory), soft_wrap=True, markup=False, highlight=False)
+
+
+def console_command(directory: Path) -> str:
+    """The one command that opens the web console on the demo's data: the
+    ``nightfold`` this demo runs as (``.venv/bin/nightfold`` under ``make demo``)."""
+    program = Path(sys.argv[0])
+    if program.name != "nightfold" or not program.exists():
+        program = Path(sys.executable).parent / "nightfold"
+    try:
+        shown = str(program.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(program)
+    if "/" not in shown:
+        shown = "./" + shown
+    return shlex.join(
+        [
+            shown,
+            "web",
+            "--database-url",
+            f"sqlite:///{directory / 'nightfold.db'}",
+            "--store-url",
+            f"local://{directory / 'store.sqlite'}",
+        ]
     )
 
 

@@ -13,8 +13,9 @@ from nightfold import __version__
 from nightfold.cli.data import seed_cmd, verify_cmd
 from nightfold.cli.dbcmd import db
 from nightfold.cli.demo import demo_cmd
-from nightfold.cli.mastercmd import master
+from nightfold.cli.mastercmd import master, retry_cmd
 from nightfold.cli.ops import cancel_cmd, config, gc_cmd, quarantine_cmd, status_cmd
+from nightfold.cli.webcmd import web_cmd
 from nightfold.cli.workercmd import worker
 from nightfold.common.errors import RET_ERROR, NightfoldError
 
@@ -64,10 +65,12 @@ cli.add_command(seed_cmd)
 cli.add_command(verify_cmd)
 cli.add_command(status_cmd)
 cli.add_command(cancel_cmd)
+cli.add_command(retry_cmd)
 cli.add_command(quarantine_cmd)
 cli.add_command(gc_cmd)
 cli.add_command(config)
 cli.add_command(demo_cmd)
+cli.add_command(web_cmd)
 
 
 def main() -> None:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import datetime as dt
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from nightfold.cli.options import DAY, day_and_form, day_span, with_runtime
 from nightfold.common import metrics
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.engine import retrying
-from nightfold.common.errors import ConfigError, RunConflict, RunFailed
+from nightfold.common.deadline import parse_deadline
+from nightfold.common.errors import ConfigError, NightfoldError, RunConflict, RunFailed
 from nightfold.common.jobs import get_job
 from nightfold.common.states import RunState
+from nightfold.master.backfill import Action, DayPlan, Select, latest_by_day, plan_days, run_days
+from nightfold.master.days import export_days
 from nightfold.master.loop import Master, Outcome
 from nightfold.master.resume import days_to_resume, lookback_window
+from nightfold.ops import actions
 from nightfold.ops.runtime import Runtime
 
 
@@ -57,6 +62,27 @@ def master() -> None:
     default=None,
     help="Resume unfinished earlier days first [default: only for --day yesterday/today].",
 )
+@click.option(
+    "--select",
+    type=click.Choice([s.value for s in Select]),
+    help="With --from/--to: run only days without a finished run (missing), those and "
+    "days that failed or were cancelled (failed), or every day (all); finished days "
+    "selected get a new generation.",
+)
+@click.option(
+    "--max-active",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Days run at once (each by its own master thread).",
+)
+@click.option("--newest-first", is_flag=True, help="Run the latest days of the range first.")
+@click.option("--dry-run", is_flag=True, help="Print what would run, and run nothing.")
+@click.option(
+    "--deadline",
+    help="Each day's summaries are due by HH:MM UTC the next day; exported as a metric "
+    "for the NightfoldDayLate alert [env NIGHTFOLD_DEADLINE, default none].",
+)
 @with_runtime(
     job="job",
     chunk_rows="chunk_rows",
@@ -68,6 +94,7 @@ def master() -> None:
     metrics_port="metrics_port",
     pushgateway_url="pushgateway_url",
     resume_lookback_days="resume_lookback_days",
+    deadline="deadline",
 )
 def run_cmd(
     rt: Runtime,
@@ -76,6 +103,10 @@ def run_cmd(
     to_day: dt.date | None,
     rerun: bool,
     resume_earlier: bool | None,
+    select: str | None,
+    max_active: int,
+    newest_first: bool,
+    dry_run: bool,
     **_: object,
 ) -> None:
     """Run (or resume) the job for one day or a range of days.
@@ -92,21 +123,54 @@ def run_cmd(
         raise ConfigError("give --day, or both --from and --to")
     if resume_earlier and day is None:
         raise ConfigError("--resume-earlier goes with --day, not --from/--to")
+    if day is not None and (select or newest_first or max_active > 1):
+        raise ConfigError("--select, --max-active and --newest-first go with --from/--to")
+    if select and rerun:
+        raise ConfigError("give --select or --rerun, not both (--select all reruns every day)")
     days = [day] if day is not None else day_span(from_day, to_day)  # type: ignore[arg-type]
     job = get_job(rt.settings.job)
     engine = rt.engine()
     earlier: list[dt.date] = []
     if day is not None and (nightly if resume_earlier is None else resume_earlier):
         earlier = _stranded_days(rt, job.name, day)
+    plans = plan_days(
+        days,
+        _latest_runs(rt, job.name, days),
+        select=Select(select) if select else None,
+        rerun=rerun,
+        newest_first=newest_first,
+    )
+    if dry_run:
+        _print_plan(job.name, earlier, plans, max_active)
+        return
+    deadline = parse_deadline(rt.settings.deadline)
+    lookback = rt.settings.resume_lookback_days
+
+    def export() -> None:  # best effort: metrics never stop a run
+        try:
+            export_days(engine, job.name, [*earlier, *days], deadline, lookback)
+        except NightfoldError as exc:
+            click.echo(f"could not export the days' metrics: {exc}", err=True)
+        except SQLAlchemyError as exc:
+            click.echo(f"could not export the days' metrics: {type(exc).__name__}", err=True)
+
     metrics.prime([job.name])
     metrics.serve(rt.settings.metrics_port or None)
+    export()
     store = rt.store()
     publisher = rt.publisher()
     failures: list[str] = []
 
-    def drive(d: dt.date, *, rerun: bool) -> Outcome:
-        master = Master(rt.settings, engine, store, publisher, job, open_store=rt.store)
-        outcome = master.drive(d, rerun=rerun)
+    def drive(d: dt.date, *, rerun: bool, own: bool = False) -> Outcome:
+        """Drive day ``d``; ``own``: with a store and publisher of its own (a thread)."""
+        st, pub = (rt.store(), rt.publisher()) if own else (store, publisher)
+        try:
+            master = Master(rt.settings, engine, st, pub, job, open_store=rt.store)
+            outcome = master.drive(d, rerun=rerun)
+        finally:
+            if own:
+                pub.close()
+                st.close()
         click.echo(
             f"run {outcome.run.label}: {outcome.state.value}"
             + (f" ({outcome.error})" if outcome.error else "")
@@ -114,8 +178,12 @@ def run_cmd(
         )
         if outcome.state.value != "succeeded":
             failures.append(f"{outcome.run.label} {outcome.state.value}")
+        export()
         return outcome
 
+    for plan in plans:
+        if not plan.runs:
+            click.echo(f"skipping {job.name}/{plan.day}: {plan.state} (--select {select})")
     pusher = metrics.Pusher(
         rt.settings.pushgateway_url, job.name, rt.settings.push_interval_seconds
     )
@@ -127,15 +195,45 @@ def run_cmd(
                     drive(d, rerun=False)
                 except RunConflict as exc:
                     click.echo(f"skipping {job.name}/{d}: {exc}")
-            for d in days:
-                drive(d, rerun=rerun)
+            run_days(
+                plans,
+                lambda p: drive(p.day, rerun=p.action is Action.RERUN, own=max_active > 1),
+                max_active,
+            )
     finally:
         publisher.close()
         store.close()
         metrics.push(rt.settings.pushgateway_url, job.name)
     if failures:
-        hint = "" if rerun else "; use --rerun to start a new generation"
+        hint = "" if rerun or select else "; use --rerun to start a new generation"
         raise RunFailed(f"{len(failures)} run(s) did not succeed: {', '.join(failures)}{hint}")
+
+
+def _print_plan(job: str, earlier: list[dt.date], plans: list[DayPlan], max_active: int) -> None:
+    """The dry run: each day's latest run and what a real run would do with it."""
+    click.echo(f"dry run: {job}, nothing is run")
+    for d in earlier:
+        click.echo(f"{d.isoformat()}  unfinished (a killed master)  -> resume first")
+    for plan in plans:
+        click.echo(plan.describe())
+    n = sum(p.runs for p in plans) + len(earlier)
+    click.echo(f"{n} day(s) would run, at most {max_active} at once")
+
+
+def _latest_runs(rt: Runtime, job: str, days: list[dt.date]) -> dict[dt.date, tuple[int, RunState]]:
+    """Each of ``days``' latest (generation, state)."""
+
+    def read() -> list[tuple[dt.date, int, RunState]]:
+        with rt.engine().connect() as conn:
+            return run_repo.generations_between(conn, job, min(days), max(days))
+
+    rows = retrying(
+        rt.settings.database_url,
+        read,
+        deadline=rt.settings.connect_deadline_seconds,
+        what=f"runs of {job} from {min(days)} to {max(days)}",
+    )
+    return latest_by_day(rows)
 
 
 def _stranded_days(rt: Runtime, job: str, day: dt.date) -> list[dt.date]:
@@ -155,3 +253,50 @@ def _stranded_days(rt: Runtime, job: str, day: dt.date) -> list[dt.date]:
         what=f"unfinished runs before {day}",
     )
     return days_to_resume(day, rt.settings.resume_lookback_days, runs)
+
+
+@click.command("retry")
+@click.option("--day", type=DAY, required=True, help="The day whose failed run to retry.")
+@click.option("--job", default=None, help="Job name [default merchant_daily].")
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    help="Drive the run to the end here, as `master run` does [default], or only reopen "
+    "it (the next `nightfold master run --day D` finishes it).",
+)
+@with_runtime(job="job")
+def retry_cmd(rt: Runtime, day: dt.date, wait: bool, **_: object) -> None:
+    """Retry only the dead chunks of the day's failed run.
+
+    The latest generation of the day goes back to the stage of its dead chunks;
+    those chunks get fresh attempts, everything done stays done. Then (unless
+    --no-wait) this command is the run's master until it ends: exit 0 only when
+    it succeeded. The web console's "Retry dead chunks" is the same operation.
+    """
+    url = rt.settings.database_url
+    engine = rt.engine()
+    run = actions.latest_run(engine, url, rt.settings.job, day)
+    retried = actions.retry(engine, url, run.id, "cli")
+    click.echo(
+        f"run {retried.run.label}: {retried.chunks} dead {retried.stage.value} chunk(s) "
+        f"pending again, run {retried.run.state.value}"
+    )
+    if not wait:
+        click.echo(f"start its master: nightfold master run --day {day} --job {rt.settings.job}")
+        return
+    job = get_job(rt.settings.job)
+    store = rt.store()
+    publisher = rt.publisher()
+    try:
+        master = Master(rt.settings, engine, store, publisher, job, open_store=rt.store)
+        outcome = master.drive(day)
+    finally:
+        publisher.close()
+        store.close()
+    click.echo(
+        f"run {outcome.run.label}: {outcome.state.value}"
+        + (f" ({outcome.error})" if outcome.error else "")
+        + f" in {outcome.seconds:.1f}s"
+    )
+    if outcome.state is not RunState.SUCCEEDED:
+        raise RunFailed(f"run {outcome.run.label} {outcome.state.value} again")

@@ -11,13 +11,17 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from nightfold.cli.options import DAY, with_runtime
+from nightfold.cli.gridview import render_days
+from nightfold.cli.options import DAY, parse_day, with_runtime
 from nightfold.cli.statusview import render
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.engine import db_errors
+from nightfold.common.deadline import parse_deadline
 from nightfold.common.errors import ConfigError
 from nightfold.master.gc import collect
+from nightfold.ops.daygrid import as_dict as days_as_dict
+from nightfold.ops.daygrid import day_grid
 from nightfold.ops.runtime import Runtime
 from nightfold.ops.status import as_dict, run_status
 
@@ -28,13 +32,32 @@ from nightfold.ops.status import as_dict, run_status
 @click.option("--watch", is_flag=True, help="Refresh live until interrupted.")
 @click.option("--interval", type=click.FloatRange(0.2, 60), default=1.0, show_default=True)
 @click.option("--limit", type=click.IntRange(1, 1000), default=5, show_default=True)
-@with_runtime()
+@click.option(
+    "--days",
+    type=click.IntRange(1, 366),
+    help="The job's last N days as a grid (to --day, default yesterday): each day's "
+    "latest run, its stages, and LATE past the deadline.",
+)
+@click.option("--job", default=None, help="With --days: the job [default merchant_daily].")
+@click.option("--deadline", help="With --days: HH:MM UTC [env NIGHTFOLD_DEADLINE].")
+@with_runtime(job="job", deadline="deadline")
 def status_cmd(
-    rt: Runtime, day: dt.date | None, as_json: bool, watch: bool, interval: float, limit: int
+    rt: Runtime,
+    day: dt.date | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+    limit: int,
+    days: int | None,
+    **_: object,
 ) -> None:
     """Runs with stage progress, rows/s, ETA, the master, live workers and the
-    slowest chunks; says STALLED when an unfinished run has no live master."""
+    slowest chunks; says STALLED when an unfinished run has no live master.
+    With --days N: the job's recent days as a grid."""
     engine = rt.engine()
+    if days is not None:
+        _days_grid(rt, day, days, as_json=as_json, watch=watch, interval=interval)
+        return
 
     def snapshot() -> dict[str, Any]:
         with db_errors(rt.settings.database_url), engine.connect() as conn:
@@ -55,6 +78,34 @@ def status_cmd(
             while True:
                 time.sleep(interval)
                 live.update(render(snapshot()), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+def _days_grid(
+    rt: Runtime, day: dt.date | None, days: int, *, as_json: bool, watch: bool, interval: float
+) -> None:
+    engine = rt.engine()
+    last = day or parse_day("yesterday")
+    deadline = parse_deadline(rt.settings.deadline)
+
+    def snapshot() -> dict[str, Any]:
+        with db_errors(rt.settings.database_url), engine.connect() as conn:
+            rows = day_grid(conn, rt.settings.job, last, days, deadline)
+        return days_as_dict(rt.settings.job, rt.settings.deadline, rows)
+
+    if as_json:
+        click.echo(json.dumps(snapshot(), indent=2, default=str))
+        return
+    console = Console()
+    if not watch:
+        console.print(render_days(snapshot()))
+        return
+    with Live(render_days(snapshot()), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(render_days(snapshot()), refresh=True)
         except KeyboardInterrupt:
             pass
 

@@ -243,6 +243,54 @@ def _break(
     return key
 
 
+def region_splits(
+    day: dt.date,
+    regions: int,
+    *,
+    salt_buckets: int = 16,
+    merchants: int = 1000,
+    products: int = 5000,
+    seed: int = 1,
+    hot_share: float = 0.0,
+) -> list[bytes]:
+    """Split keys that cut a table into ``regions`` regions the way a cluster's
+    table of this day ends up: first at salt buckets (``SS|``, how salted tables
+    are pre-split), then, past one region a bucket, inside the day of each bucket
+    at merchants, so each region holds about an equal share of the day's rows
+    (what HBase's size-based splits converge to). Merchant shares come from the
+    catalog (no row is generated); a merchant bigger than a share gives fewer
+    distinct cuts. Sorted and distinct."""
+    if regions < 1 or regions > 100_000:
+        raise ConfigError(f"regions must be 1..100000, got {regions}")
+    if regions == 1:
+        return []
+    if regions <= salt_buckets:
+        step = salt_buckets / regions
+        cuts = {salt_token(round(i * step)) + SEP for i in range(1, regions)}
+        return sorted(c for c in cuts if c != salt_token(0) + SEP)
+    catalog = _Catalog(merchants, products, seed)
+    weight = {
+        m: (1 - hot_share) * (hi - lo) / catalog.merchant_cum[-1]
+        for m, lo, hi in zip(
+            catalog.merchant_ids,
+            [0.0, *catalog.merchant_cum[:-1]],
+            catalog.merchant_cum,
+            strict=True,
+        )
+    }
+    weight[catalog.merchant_ids[0]] += hot_share
+    by_key = sorted(weight)
+    cumulative = list(itertools.accumulate(weight[m] for m in by_key))
+    extra = regions - salt_buckets
+    cuts = {salt_token(s) + SEP for s in range(1, salt_buckets)}
+    for s in range(salt_buckets):
+        inside = extra // salt_buckets + (1 if s < extra % salt_buckets else 0)
+        for q in range(1, inside + 1):
+            at = min(bisect.bisect_left(cumulative, q / (inside + 1)), len(by_key) - 1)
+            cuts.add(SEP.join((salt_token(s), day_token(day), by_key[at].encode())))
+    return sorted(cuts)
+
+
 def seed_day(
     store: Store,
     day: dt.date,
@@ -250,12 +298,21 @@ def seed_day(
     *,
     table: str = "nightfold_raw",
     batch_size: int = 2000,
+    regions: int = 1,
     **kw: Any,
 ) -> int:
     """Create ``table`` (family ``o``) if needed and write one day of rows; returns the count.
 
-    ``kw`` goes to :func:`generate_rows`. Idempotent: seeding again writes the same cells.
+    A table this creates with ``regions > 1`` is pre-split (:func:`region_splits`,
+    ``nightfold.ops.presplit``); an existing table keeps its regions. ``kw`` goes
+    to :func:`generate_rows`. Idempotent: seeding again writes the same cells.
     """
     generated = generate_rows(day, rows, **kw)
+    if regions > 1:
+        from nightfold.ops.presplit import create_presplit
+
+        names = ("salt_buckets", "merchants", "products", "seed", "hot_share")
+        split_kw: dict[str, Any] = {k: kw[k] for k in names if k in kw}
+        create_presplit(store, table, [FAMILY], region_splits(day, regions, **split_kw))
     store.ensure_table(table, [FAMILY])
     return store.put_many(table, generated, batch_size=batch_size)

@@ -191,12 +191,15 @@ def dockerfile_stages() -> dict[str, list[Instruction]]:
     return stages
 
 
-def heredoc_file(destination: str) -> str:
-    """The body of `COPY <<'EOF' <destination>` in the Dockerfile."""
+def copied_file(destination: str) -> str:
+    """The text of the build-context file that ``COPY [--chmod=..] SRC <destination>``
+    puts into the image (the Dockerfile has no heredocs: every builder reads it)."""
     for ins in dockerfile_instructions():
-        if ins.keyword == "COPY" and ins.heredoc is not None and ins.args.endswith(destination):
-            return ins.heredoc
-    raise AssertionError(f"no heredoc COPY to {destination} in {DOCKERFILE}")
+        words = [w for w in ins.args.split() if not w.startswith("--")]
+        if ins.keyword == "COPY" and "--from=" not in ins.args and words[-1:] == [destination]:
+            (src,) = words[:-1]
+            return (REPO / src).read_text()
+    raise AssertionError(f"no COPY to {destination} in {DOCKERFILE}")
 
 
 def exec_form(args: str) -> list[str]:

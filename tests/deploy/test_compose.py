@@ -258,3 +258,26 @@ def test_least_privilege_database_accounts(compose: dict[str, Any]) -> None:
     assert "GRANT SELECT, INSERT, UPDATE, DELETE ON" in text and "'nightfold_app'" in text
     assert "ALL" not in text
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_the_console_service(compose: dict[str, Any]) -> None:
+    """The web console: the nightfold image, the data-only account, on the host's
+    loopback only, read-only unless the operator password comes from the env file."""
+    services = compose["services"]
+    console = services["console"]
+    assert console["image"] == services["worker"]["image"]
+    assert console["command"][:1] == ["web"]
+    args = console["command"]
+    # inside its container it listens on every interface; the host publishes loopback only
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    port = args[args.index("--port") + 1]
+    (published,) = console["ports"]
+    assert published.startswith("127.0.0.1:") and published.endswith(f":{port}")
+    url = console["environment"]["NIGHTFOLD_DATABASE_URL"]
+    assert str(url).split("://", 1)[1].startswith("nightfold_app:")
+    text = COMPOSE_FILE.read_text()
+    assert "NIGHTFOLD_WEB_PASSWORD: ${NIGHTFOLD_WEB_PASSWORD:-}" in text
+    assert "NIGHTFOLD_WEB_PASSWORD" in commented_env_keys(ENV_EXAMPLE)
+    assert console["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # its masters log under /tmp, like every writable path of the image
+    assert args[args.index("--master-logs") + 1].startswith("/tmp/")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from tests.deploy.deployfiles import (
     REPO,
+    copied_file,
     dockerfile_instructions,
     dockerfile_stages,
     exec_form,
-    heredoc_file,
 )
 
 
@@ -37,6 +37,15 @@ def test_final_image_is_non_root_with_entrypoint_and_healthcheck() -> None:
     health = [i.args for i in final if i.keyword == "HEALTHCHECK"][-1]
     assert health.endswith('CMD ["nightfold-alive"]')
     assert any(i.keyword == "COPY" and i.args.endswith("/nightfold-alive") for i in final)
+
+
+def test_plain_syntax_that_every_builder_reads() -> None:
+    """No `# syntax=` line (BuildKit would fetch its frontend from Docker Hub) and no
+    heredocs (buildah 1.28, Debian's podman, cannot read them): issue 19."""
+    text = (REPO / "deploy" / "Dockerfile").read_text()
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    assert all(ins.heredoc is None for ins in dockerfile_instructions())
+    assert "<<" not in text
 
 
 def test_no_secret_in_the_image() -> None:
@@ -99,7 +108,7 @@ def _fake_proc(root: Path, processes: dict[int, tuple[list[str], str]]) -> Path:
 def _alive(tmp_path: Path, processes: dict[int, tuple[list[str], str]]) -> int:
     tmp_path.mkdir()
     script = tmp_path / "nightfold-alive"
-    script.write_text(heredoc_file("/opt/nightfold/bin/nightfold-alive"))
+    script.write_text(copied_file("/opt/nightfold/bin/nightfold-alive"))
     proc = _fake_proc(tmp_path / "proc", processes)
     res = subprocess.run(
         [sys.executable, str(script)],

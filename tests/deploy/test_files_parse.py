@@ -21,8 +21,8 @@ from tests.deploy.deployfiles import (
     NIGHTLY_SCRIPT,
     REPO,
     SYSTEMD,
+    copied_file,
     dockerfile_instructions,
-    heredoc_file,
     load_yaml_documents,
     read_cron,
     read_env_file,
@@ -91,16 +91,22 @@ def test_env_example_parses_and_holds_no_secret() -> None:
 
 
 def test_shell_scripts_parse() -> None:
-    for script in (NIGHTLY_SCRIPT,):
+    for script in (
+        NIGHTLY_SCRIPT,
+        REPO / "deploy" / "local" / "tools",
+        REPO / "deploy" / "containers" / "build",
+        REPO / "deploy" / "hbase" / "hbase-standalone",
+        REPO / "deploy" / "hbase" / "hbase-ready",
+    ):
         subprocess.run(["bash", "-n", str(script)], check=True)
         assert script.stat().st_mode & 0o111, f"{script} is executable"
     for dest in ("/usr/local/bin/hbase-standalone", "/usr/local/bin/hbase-ready"):
-        subprocess.run(["bash", "-n"], input=heredoc_file(dest), text=True, check=True)
+        subprocess.run(["bash", "-n"], input=copied_file(dest), text=True, check=True)
 
 
 def test_dockerfile_embedded_files_parse() -> None:
-    compile(heredoc_file("/opt/nightfold/bin/nightfold-alive"), "nightfold-alive", "exec")
-    ET.fromstring(heredoc_file("/opt/hbase/conf/hbase-site.xml").strip())
+    compile(copied_file("/opt/nightfold/bin/nightfold-alive"), "nightfold-alive", "exec")
+    ET.fromstring(copied_file("/opt/hbase/conf/hbase-site.xml").strip())
 
 
 def test_dockerfile_instructions_are_known() -> None:

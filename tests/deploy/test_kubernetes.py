@@ -271,3 +271,37 @@ def test_hpa_alternative() -> None:
     assert hpa["spec"]["maxReplicas"] * _concurrency() <= max_in_flight
     worker = pod_spec(find_k8s("Deployment", "nightfold-worker"))["containers"][0]
     assert worker["resources"]["requests"]["cpu"], "CPU utilization needs a CPU request"
+
+
+def test_the_console_deployment_and_its_service() -> None:
+    deployment = find_k8s("Deployment", "nightfold-console")
+    service = find_k8s("Service", "nightfold-console")
+    spec = pod_spec(deployment)
+    (container,) = spec["containers"]
+    args = container["args"]
+    assert args[0] == "web" and args[args.index("--host") + 1] == "0.0.0.0"
+    port = int(args[args.index("--port") + 1])
+    (container_port,) = container["ports"]
+    assert container_port["containerPort"] == port
+    # inside the cluster only: a ClusterIP Service selecting exactly these pods
+    assert service["spec"]["type"] == "ClusterIP"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    (svc_port,) = service["spec"]["ports"]
+    assert svc_port["targetPort"] == container_port["name"]
+    # probes ask /healthz (which reads the database)
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/healthz"
+    # the operator password: only from its own optional Secret, never the shared one
+    (env,) = container["env"]
+    ref = env["valueFrom"]["secretKeyRef"]
+    assert env["name"] == "NIGHTFOLD_WEB_PASSWORD" and ref["optional"] is True
+    assert ref["name"] == "nightfold-console-secrets"
+    assert "NIGHTFOLD_WEB_PASSWORD" not in find_k8s("Secret", "nightfold-secrets")["stringData"]
+    # its masters write logs: the only writable path is the /tmp volume
+    assert args[args.index("--master-logs") + 1].startswith("/tmp/")
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    assert (
+        "console-deployment.yaml" in load_yaml_documents(K8S / "kustomization.yaml")[0]["resources"]
+    )

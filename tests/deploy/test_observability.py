@@ -21,7 +21,7 @@ GRAFANA = DEPLOY / "grafana"
 OPERATOR_GUIDE = REPO / "docs" / "operator.md"
 DASHBOARD = GRAFANA / "dashboards" / "nightfold.json"
 ALERTS = ("NightfoldRunNotFinished", "NightfoldDeadChunks", "NightfoldNoLiveWorkers",
-          "NightfoldLeaseExpiryStorm", "NightfoldRunWithoutMaster")  # fmt: skip
+          "NightfoldLeaseExpiryStorm", "NightfoldRunWithoutMaster", "NightfoldDayLate")  # fmt: skip
 VALUES = {
     "state": {s.value for s in RunState} | {s.value for s in ChunkState},
     "stage": {s.value for s in Stage},

@@ -29,6 +29,7 @@ from tests.support.queues import private_queue
 from tests.support.services import require_service, unique_name
 
 PROBE_TIMEOUT_MS = 5000
+PRESPLIT_TOOLING = ("NIGHTFOLD_JAVA", "NIGHTFOLD_HBASE_LIB", "NIGHTFOLD_HBASE_ZOOKEEPER")
 
 
 # -- HBase ---------------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def rows() -> int:
 
 @pytest.fixture
 def seed_args() -> tuple[str, ...]:
-    """More ``nightfold seed`` options for a test (e.g. a skewed day); parametrize to set."""
+    """Extra ``nightfold seed`` arguments (e.g. ``--regions``); a test may parametrize them."""
     return ()
 
 
@@ -129,6 +130,8 @@ def cluster(
     request: pytest.FixtureRequest, tmp_path: Path, rows: int, seed_args: tuple[str, ...]
 ) -> Iterator[Cluster]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTFOLD_")}
+    # Where the pre-split tool finds Java, the HBase jars and ZooKeeper: the machine's, kept.
+    env.update({k: os.environ[k] for k in PRESPLIT_TOOLING if k in os.environ})
     env.update(
         NIGHTFOLD_CHUNK_ROWS="10000",
         NIGHTFOLD_LEASE_SECONDS="4",
@@ -146,8 +149,10 @@ def cluster(
             env["NIGHTFOLD_STORE_URL"] = request.getfixturevalue("hbase_url")
             env["NIGHTFOLD_BROKER_URL"] = request.getfixturevalue("broker_url")
         c = Cluster(env=env, logs=tmp_path)
-        seed = ("seed", "--day", PIPELINE_DAY, "--rows", str(rows), *seed_args)
-        for args in (("db", "upgrade"), seed):
+        for args in (
+            ("db", "upgrade"),
+            ("seed", "--day", PIPELINE_DAY, "--rows", str(rows), *seed_args),
+        ):
             res = c.cli(*args)
             assert res.returncode == 0, res.stderr
         try:

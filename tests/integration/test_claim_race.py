@@ -1,16 +1,18 @@
 """Many processes racing to claim the same chunks: each chunk is claimed by one
-worker at a time and completed exactly once, on SQLite and on MariaDB."""
+worker at a time and completed exactly once, on SQLite and on MariaDB -- one
+chunk per transaction, and several at once (``claim_many``/``complete_many``)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import multiprocessing as mp
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
-from nightfold.common.db.chunks import ChunkSpec
+from nightfold.common.db.chunks import ChunkSpec, Completion
 from nightfold.common.db.engine import make_engine
 from nightfold.common.db.models import RunEvent
 from nightfold.common.db.runs import RunParams
@@ -21,7 +23,7 @@ CHUNKS = 120
 RACERS = 6
 
 
-def _race(url: str, me: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _race(url: str, me: str, barrier: mp.synchronize.Barrier, out: mp.Queue, batched: bool) -> None:  # type: ignore[type-arg]
     engine = make_engine(url)
     won = 0
     barrier.wait()
@@ -31,6 +33,16 @@ def _race(url: str, me: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> 
             conn.rollback()
         if not found:
             break
+        if batched:  # everyone goes for the same ten at once
+            with engine.begin() as conn:
+                claims = chunk_repo.claim_many(conn, [c.chunk_id for c in found], me)
+            with engine.begin() as conn:
+                lost = chunk_repo.complete_many(
+                    conn, [Completion(c, 1, 0) for c in claims.values()]
+                )
+            assert not lost
+            won += len(claims)
+            continue
         for candidate in found:  # everyone goes for the same candidates
             with engine.begin() as conn:
                 claim = chunk_repo.claim(conn, candidate.chunk_id, me)
@@ -42,7 +54,10 @@ def _race(url: str, me: str, barrier: mp.synchronize.Barrier, out: mp.Queue) -> 
     out.put(won)
 
 
-def test_racing_claims_complete_each_chunk_once(engine: Engine, database_url: str) -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
+def test_racing_claims_complete_each_chunk_once(
+    engine: Engine, database_url: str, batched: bool
+) -> None:
     # Given a run with every chunk queued
     with engine.begin() as conn:
         run = run_repo.create_run(
@@ -60,7 +75,7 @@ def test_racing_claims_complete_each_chunk_once(engine: Engine, database_url: st
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(RACERS), ctx.Queue()
     procs = [
-        ctx.Process(target=_race, args=(database_url, f"racer{i}", barrier, out))
+        ctx.Process(target=_race, args=(database_url, f"racer{i}", barrier, out, batched))
         for i in range(RACERS)
     ]
     for p in procs:

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine
 
 from nightfold.common.errors import RET_CONFLICT, RET_RUN_FAILED
-from nightfold.common.store import open_store
 from tests.support.pipeline import (
     PIPELINE_DAY,
     PIPELINE_ROWS,
     Cluster,
+    add_poison_row,
     assert_no_chunk_done_twice,
     assert_verifies,
     chunk_counts,
@@ -91,6 +91,29 @@ def test_worker_killed_mid_chunk_is_taken_over(cluster: Cluster, db: Engine) -> 
     assert_no_chunk_done_twice(db)
 
 
+@pytest.mark.parametrize("rows", [40_000])
+@pytest.mark.parametrize("seed_args", [("--regions", "48")])
+def test_a_presplit_day_verifies_and_its_rerun_plans_from_guideposts(
+    cluster: Cluster, db: Engine
+) -> None:
+    # Given a day in a raw table pre-split into 48 regions, and two workers
+    cluster.worker()
+    cluster.worker()
+    # When the master plans it (from the regions and bounded probes) and runs it
+    master = cluster.master(DAY)
+    assert master.wait(timeout=300) == 0, cluster.log_tail()
+    # Then every region piece is a chunk of its own at least, and the numbers are exact
+    assert sum(chunk_counts(db).values()) >= 48
+    assert_verifies(cluster, DAY)
+    # When the day is run again (generation 2): planned from generation 1's chunks
+    rerun = cluster.cli("master", "run", "--day", DAY, "--rerun")
+    assert rerun.returncode == 0, rerun.stderr + cluster.log_tail()
+    assert "estimated from guideposts" in rerun.stderr, rerun.stderr
+    # Then it is exact too, and no chunk was done twice
+    assert_verifies(cluster, DAY)
+    assert_no_chunk_done_twice(db)
+
+
 @pytest.mark.parametrize("rows", [30_000])
 def test_sigterm_lets_a_worker_finish_its_chunk(cluster: Cluster, db: Engine) -> None:
     worker = cluster.worker()
@@ -156,11 +179,7 @@ def test_backfill_runs_every_day(cluster: Cluster, db: Engine) -> None:
 def test_poison_chunk_dies_fails_the_run_and_a_rerun_after_the_fix_succeeds(
     cluster: Cluster, db: Engine
 ) -> None:
-    store = open_store(cluster.env["NIGHTFOLD_STORE_URL"])
-    try:
-        store.put_many("nightfold_raw", [(b"00|20261122|m000001|POISON", {b"o:merchant": b"x"})])
-    finally:
-        store.close()
+    add_poison_row(cluster)
     cluster.env.update(NIGHTFOLD_JOB_MODULES="tests.support.jobs", NIGHTFOLD_MAX_ATTEMPTS="2")
     worker = cluster.worker()
     # When the run meets a row that makes the job raise

@@ -276,3 +276,37 @@ def test_region_starts_of_a_fresh_table(store: Store) -> None:
     store.put_many("t", [(b"k%d" % i, {b"o:a": b"1"}) for i in range(100)])
     assert store.region_starts("t") == []
     assert store.region_starts("nope") == []
+
+
+@pytest.mark.parametrize(
+    ("key_range", "limit"),
+    [
+        (ALL, 1),
+        (ALL, 3),
+        (ALL, 100),
+        (KeyRange(b"a", b"b"), 2),
+        (KeyRange(b"a", b"b"), 10),
+        (KeyRange(b"a\x00", b"ab"), 5),
+        (KeyRange(b"\x80", b""), 2),
+        (KeyRange(b"\xff", b""), 5),
+        (KeyRange(b"", b"a"), 3),
+        (KeyRange(b"c", b"d"), 4),
+        (prefix_range(b"a"), 3),
+    ],
+)
+def test_probe_keys_are_the_first_or_last_keys_of_the_range(
+    store: Store, key_range: KeyRange, limit: int
+) -> None:
+    # Given keys with \x00 and \xff bytes, in two families
+    store.put_many("t", [(k, {b"o:v": b"1", b"p:w": b"2"}) for k in KEYS])
+    inside = keys(store.scan("t", key_range))
+    # Then a probe reads at most `limit` keys: the range's first ones, or its last ones
+    assert store.probe_keys("t", key_range, limit) == inside[:limit]
+    assert store.probe_keys("t", key_range, limit, reverse=True) == inside[::-1][:limit]
+
+
+def test_probe_keys_of_a_missing_table_are_refused(store: Store) -> None:
+    with pytest.raises(StoreRejected):
+        store.probe_keys("nope", ALL, 1)
+    with pytest.raises(ValueError):
+        store.probe_keys("t", ALL, 0)

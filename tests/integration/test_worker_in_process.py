@@ -11,8 +11,8 @@ chunk, a cancel), through the jobs registry or the repository.
 from __future__ import annotations
 
 import datetime as dt
-import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -484,35 +484,66 @@ def test_consumer_loop_dead_letters_garbage_and_works_the_hints(
         assert chunk_repo.counts_by_state(conn_, run.id, Stage.MAP) == {"done": total}
 
 
+class SlowCountLoop(ConsumerLoop):
+    """A loop whose ``chunks_done`` yields the GIL between its read and its write.
+
+    On CPython 3.11 a bare ``x += 1`` is never interrupted in practice, so the
+    unlocked counter of the old runner lost no counts in a plain test; real
+    code around the increment (a log call, a metric) is what opens the window.
+    This widens it on purpose, so a missing lock shows up on every run."""
+
+    _count = 0
+
+    @property  # type: ignore[override]
+    def chunks_done(self) -> int:
+        value = self._count
+        time.sleep(0)
+        return value
+
+    @chunks_done.setter
+    def chunks_done(self, value: int) -> None:
+        time.sleep(0)
+        self._count = value
+
+
+def _settle_from_threads(increment: Callable[[], None], threads: int, per_thread: int) -> None:
+    workers = [
+        threading.Thread(target=lambda: [increment() for _ in range(per_thread)])
+        for _ in range(threads)
+    ]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+
+
 def test_chunks_done_counts_every_finished_chunk_across_threads() -> None:
     """``chunks_done += 1`` ran on the processing threads without a lock; the
     loop now counts outcomes in ``_settle`` under its lock. Many threads settle
-    at once with a tiny switch interval: the count must be exact."""
+    at once, with the read-modify-write widened: the count must be exact, while
+    the same counter bumped without the lock (the old code, the control) loses
+    counts."""
     from nightfold.worker.processor import Processed
 
     settings = Settings(database_url="sqlite://", store_url="local:///nonexistent")
     proc = ChunkProcessor(settings, None, "w-count", Hooks())  # type: ignore[arg-type]
-    loop = ConsumerLoop(settings, proc, lambda: None, lambda: None, Hooks())  # type: ignore[arg-type,return-value]
-    threads, per_thread = 8, 5000
+    loop = SlowCountLoop(settings, proc, lambda: None, lambda: None, Hooks())  # type: ignore[arg-type,return-value]
+    threads, per_thread = 8, 300
     loop._busy = threads * per_thread
     done = Processed(Outcome.DONE, 1, ChunkState.DONE)
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
 
-        def settle_many() -> None:
-            for _ in range(per_thread):
-                loop._settle(Delivery(hint=None), done, reject=False)
-
-        workers = [threading.Thread(target=settle_many) for _ in range(threads)]
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
+    _settle_from_threads(
+        lambda: loop._settle(Delivery(hint=None), done, reject=False), threads, per_thread
+    )
     assert loop.chunks_done == threads * per_thread
     assert loop._busy == 0
+
+    def unlocked_increment() -> None:  # what the old runner did on each processing thread
+        control.chunks_done += 1
+
+    control = SlowCountLoop(settings, proc, lambda: None, lambda: None, Hooks())  # type: ignore[arg-type,return-value]
+    _settle_from_threads(unlocked_increment, threads, per_thread)
+    assert control.chunks_done < threads * per_thread, "the control should lose counts"
 
 
 # -- the master's tick ----------------------------------------------------------------------
@@ -603,3 +634,92 @@ def test_master_tick_cancels_on_request_and_hints_go_stale(backends: Backends) -
     assert processor(backends, Recorder()).process(hint, backends.store()).outcome is (
         Outcome.STALE
     )
+
+
+@pytest.mark.parametrize("backends", ["embedded", "real"], indirect=True)
+def test_a_long_chunk_holds_no_unacknowledged_hint(backends: Backends, broker_url: str) -> None:
+    """(The real RabbitMQ either way; the database and store as ``backends``.)
+    RabbitMQ closes a channel whose delivery stays unacknowledged past its
+    ``consumer_timeout`` (30 min by default): a chunk may run longer than that. The
+    hint is acknowledged once the claim is decided, and nothing else is taken while
+    the chunk runs, so losing the channel mid-chunk (as the broker does at the
+    timeout) gives no hint back to the queue and costs the chunk nothing."""
+    from nightfold.common.transport.rabbitmq import RabbitConsumer, RabbitPublisher, queue_depth
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        leave.wait(60)
+
+    class Dropping(RabbitConsumer):
+        """Loses its connection on the I/O thread when told (a channel closed by the
+        broker), once an ack it sent has gone out (a full pump after it)."""
+
+        drop, dropped = threading.Event(), threading.Event()
+        pumps, acked_at = 0, -1
+
+        def ack(self, delivery: Delivery) -> None:
+            super().ack(delivery)
+            if Dropping.acked_at < 0:
+                Dropping.acked_at = Dropping.pumps
+
+        def pump(self, timeout: float) -> None:
+            ready = 0 <= Dropping.acked_at < Dropping.pumps
+            if Dropping.drop.is_set() and ready and self._conn is not None:
+                Dropping.drop.clear()
+                self._conn.close()
+                Dropping.dropped.set()
+            super().pump(timeout)
+            Dropping.pumps += 1
+
+    publisher = RabbitPublisher(broker_url)
+    try:
+        _, run = start_run(backends, "interrupted_daily", publisher)
+    finally:
+        publisher.close()
+    with backends.engine.connect() as conn:
+        total = sum(chunk_repo.counts_by_state(conn, run.id, Stage.MAP).values())
+    rec = Recorder()
+    loop = ConsumerLoop(
+        backends.settings,
+        processor(backends, rec),
+        lambda: Dropping(broker_url, prefetch=1),
+        backends.open_store,
+        rec,
+        max_chunks=total,
+    )
+    _during_map["interrupted_daily"] = hold
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    try:
+        # Given a chunk being worked (its hint taken, its claim recorded)
+        assert inside.wait(30)
+        waiting = total - 1
+        wait_until(lambda: queue_depth(broker_url) == (waiting, 0))
+        # When the worker's channel is lost in the middle of the chunk (the hint's ack
+        # sent: it went out when the claim was decided, the chunk still running)
+        Dropping.drop.set()
+        assert Dropping.dropped.wait(10), "no ack went out while the chunk ran"
+        assert not leave.is_set()
+        # Then its hint does not come back: it was acknowledged when claimed
+        for _ in range(10):
+            assert queue_depth(broker_url) == (waiting, 0)
+            leave.wait(0.1)
+    finally:
+        leave.set()
+        runner.join(60)
+        _during_map.clear()
+    # And the chunk and the rest finish, each done once, with no stale redelivery
+    assert not runner.is_alive()
+    assert loop.chunks_done == total and "stale" not in rec.events
+    with backends.engine.connect() as conn:
+        assert chunk_repo.counts_by_state(conn, run.id, Stage.MAP) == {"done": total}
+    assert queue_depth(broker_url) == (0, 0)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

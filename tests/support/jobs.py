@@ -1,11 +1,13 @@
 """Jobs for fault tests: merchant_daily, except that a row whose key contains
 ``POISON`` makes it raise, until ``NIGHTFOLD_TEST_POISON_FIXED=1`` ("the fix");
-and merchant_daily with a slow reduce. Loaded into worker processes through
+merchant_daily with a slow reduce, and one with a paced map that can kill its own
+process at a given row. Loaded into worker processes through
 ``NIGHTFOLD_JOB_MODULES=tests.support.jobs``."""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterable, Mapping
 
@@ -75,3 +77,28 @@ class SlowDaily(MerchantDaily):
         if pause:
             time.sleep(pause)
         super().map_rows(rows, out)
+
+
+@register
+class PacedDaily(MerchantDaily):
+    """merchant_daily whose map sleeps ``NIGHTFOLD_TEST_MAP_SLEEP`` seconds per scan
+    batch, so chunks last long enough for a split or a kill to land inside them; and
+    whose process SIGKILLs itself once it has folded ``NIGHTFOLD_TEST_DIE_AFTER_ROWS``
+    rows (a kill at a known point of a chunk: nothing after it runs, as with a kill
+    from outside)."""
+
+    name = "paced_daily"
+    folded = 0
+
+    def map_rows(
+        self,
+        rows: Iterable[tuple[bytes, Mapping[bytes, bytes]]],
+        out: MapOutput[MerchantPartial],
+    ) -> None:
+        batch = list(rows)
+        super().map_rows(batch, out)
+        time.sleep(float(os.environ.get("NIGHTFOLD_TEST_MAP_SLEEP", "0")))
+        die = int(os.environ.get("NIGHTFOLD_TEST_DIE_AFTER_ROWS", "0"))
+        PacedDaily.folded += len(batch)
+        if die and PacedDaily.folded >= die:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -142,3 +142,18 @@ def assert_no_chunk_done_twice(engine: Engine) -> None:
     per_chunk = done_events_per_chunk(engine)
     assert per_chunk, "no chunk completed"
     assert max(per_chunk.values()) == 1, per_chunk
+
+
+POISON_KEY = b"00|20261122|m000001|POISON"
+
+
+def add_poison_row(cluster: Cluster) -> None:
+    """A raw row of the pipeline day that makes ``poison_daily`` raise (until
+    ``NIGHTFOLD_TEST_POISON_FIXED=1`` tells the job it was fixed)."""
+    from nightfold.common.store import open_store
+
+    store = open_store(cluster.env["NIGHTFOLD_STORE_URL"])
+    try:
+        store.put_many("nightfold_raw", [(POISON_KEY, {b"o:merchant": b"x"})])
+    finally:
+        store.close()

@@ -18,6 +18,7 @@ from tests.support.chaos.plan import (
     NIGHTLY_COMPATIBLE,
     PHASES,
     SCENARIOS,
+    SEGMENTS,
     STORE_REJECTS_COMPATIBLE,
 )
 
@@ -59,7 +60,8 @@ def test_a_scenario_lead_sets_the_scenario() -> None:
     for lead in SCENARIOS:
         plan = plan_trial(1, 0, lead, rows=(2000, 6000))
         assert plan.scenario == lead
-        assert plan.job == ("poison_daily" if lead == "poison" else "merchant_daily")
+        want = {"poison": "poison_daily", **dict.fromkeys(SEGMENTS, "paced_daily")}
+        assert plan.job == want.get(lead, "merchant_daily")
 
 
 def test_a_short_session_leads_with_every_new_kind() -> None:
@@ -101,3 +103,22 @@ def test_a_nightly_trials_next_night_is_no_other_trials_day(lead: str) -> None:
         assert yesterday == plan.day + dt.timedelta(days=1)
         assert yesterday not in days
         assert {f.kind for f in plan.faults} - {lead} <= NIGHTLY_COMPATIBLE
+
+
+@pytest.mark.parametrize("lead", SEGMENTS)
+def test_a_segments_trial_runs_a_paced_map_in_few_large_chunks(lead: str) -> None:
+    for i in range(10):
+        plan = plan_trial(11, i, lead, rows=(2000, 6000))
+        assert plan.scenario == lead and plan.job == "paced_daily"
+        assert plan.chunk_rows >= 2000 // 8 and plan.salt_buckets in (2, 4)
+        (fault,) = [f for f in plan.faults if f.kind == lead]
+        assert fault.window == ("map", "map") and fault.frac <= 0.4
+
+
+def test_every_trial_checkpoints_inside_its_chunks() -> None:
+    from tests.support.chaos import splits
+
+    plan = plan_trial(11, 0, "kill_after_checkpoint", rows=(2000, 6000))
+    env = splits.env(plan.chunk_rows)
+    assert int(env["NIGHTFOLD_CHECKPOINT_ROWS"]) < plan.chunk_rows
+    assert int(env["NIGHTFOLD_SCAN_BATCH"]) < int(env["NIGHTFOLD_CHECKPOINT_ROWS"])

@@ -24,6 +24,21 @@ def test_backfill_range_inverted(tmp_path: Path) -> None:
     assert "before --from" in one_line_error(res)
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--day", "2026-11-22", "--select", "missing"), "go with --from/--to"),
+        (("--day", "2026-11-22", "--max-active", "2"), "go with --from/--to"),
+        (("--from", "2026-11-01", "--to", "2026-11-02", "--select", "all", "--rerun"), "not both"),
+        (("--day", "2026-11-22", "--deadline", "7am"), "setting deadline"),
+    ],
+)
+def test_partition_flags_are_checked(args: tuple[str, ...], said: str, tmp_path: Path) -> None:
+    res = nightfold("master", "run", *args, cwd=tmp_path)
+    assert res.returncode == RET_CONFIG
+    assert said in one_line_error(res)
+
+
 def test_unknown_job(tmp_path: Path) -> None:
     env = {"NIGHTFOLD_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
     assert nightfold("db", "upgrade", env=env).returncode == 0

@@ -30,15 +30,11 @@ from nightfold.jobs.merchant_daily import MerchantDaily, MerchantPartial
 from nightfold.ops.seeding import seed_day
 from nightfold.ops.verify import compute_expected, read_stored
 from nightfold.worker.executor import execute, run_map, run_reduce
+from tests.support.segments import MemoryIO, NoLease
 
 DAY = dt.date(2026, 11, 22)
 ALL = KeyRange(b"", b"")
 BUCKETS = 3
-
-
-class NoLease:
-    def tick(self, rows_read: int, last_key: bytes | None, *, force: bool = False) -> None:
-        pass
 
 
 LEASE: Any = NoLease()
@@ -65,15 +61,25 @@ class Unsharded(MerchantDaily):
     sharded = False
 
 
-def reduce_all(store: LocalStore, max_cell_bytes: int, job: Any = None) -> None:
+def map_one(c: Claim, store: LocalStore, job: Any, io: MemoryIO) -> None:
+    """Run the map chunk and commit its segments (as the processor does)."""
+    io.claim = c
+    io.finish(run_map(c, store, job, LEASE, io).last)
+
+
+def reduce_all(
+    store: LocalStore, max_cell_bytes: int, io: MemoryIO | None = None, job: Any = None
+) -> None:
     """Every reduce item, then (a sharded job) every combine item."""
     job = job or get_job("merchant_daily")
+    io = io or MemoryIO()
     for bucket in range(BUCKETS):
         rng = prefix_range(partial_prefix("merchant_daily", DAY, 1, bucket))
-        run_reduce(claim(Stage.REDUCE, bucket, rng, max_cell_bytes), store, job, LEASE)
+        c = claim(Stage.REDUCE, bucket, rng, max_cell_bytes)
+        run_reduce(c, store, job, LEASE, io.committed())
     for bucket in range(BUCKETS if job.sharded else 0):
         rng = prefix_range(combine_prefix("merchant_daily", DAY, 1, bucket))
-        execute(claim(Stage.COMBINE, bucket, rng, max_cell_bytes), store, job, LEASE)
+        execute(claim(Stage.COMBINE, bucket, rng, max_cell_bytes), store, job, LEASE, io)
 
 
 @pytest.mark.parametrize("bound", [1, 97, 1 << 20])
@@ -84,14 +90,15 @@ def test_no_partial_cell_exceeds_the_bound_and_summaries_are_exact(
     job = get_job("merchant_daily")
     # Given two map chunks cutting the day in two
     cut = b"02|"
-    run_map(claim(Stage.MAP, 0, KeyRange(b"", cut), bound), store, job, LEASE)
-    run_map(claim(Stage.MAP, 1, KeyRange(cut, b""), bound), store, job, LEASE)
+    io = MemoryIO()
+    map_one(claim(Stage.MAP, 0, KeyRange(b"", cut), bound), store, job, io)
+    map_one(claim(Stage.MAP, 1, KeyRange(cut, b""), bound), store, job, io)
     # Then no partial cell is above the bound
     cells = [v for _, row in store.scan(PARTIALS_TABLE, ALL) for v in row.values()]
     assert cells and max(map(len, cells)) <= bound
     # And the reduce rejoins the pieces: the summaries equal the oracle's (the reduce's
     # bound only limits summary cells, which are never split)
-    reduce_all(store, 1 << 20)
+    reduce_all(store, 1 << 20, io)
     assert read_stored(store, job, DAY) == compute_expected(store, job, DAY, 4)
 
 
@@ -107,7 +114,7 @@ def test_legacy_single_cell_partials_are_still_reduced(store: LocalStore) -> Non
         [(partial_key("merchant_daily", DAY, 1, bucket, 0), {b"p:m1": job.encode(p)})],
     )
     # When it is reduced
-    reduce_all(store, 1 << 20, job)
+    reduce_all(store, 1 << 20, job=job)
     # Then its summary is there
     assert read_stored(store, job, DAY)["m1"] == job.finalize("m1", p)
 
@@ -133,17 +140,17 @@ def test_a_summary_cell_above_the_bound_is_a_job_error_naming_group_and_column(
     job = WideSummary()
     c = claim(Stage.MAP, 0, ALL, 256)
     c = dataclasses.replace(c, run=dataclasses.replace(c.run, job="wide_summary"))
-    run_map(c, store, job, LEASE)
+    io = MemoryIO()
+    map_one(c, store, job, io)
     for bucket in range(BUCKETS):
         rng = prefix_range(partial_prefix("wide_summary", DAY, 1, bucket))
-        run_reduce(
-            dataclasses.replace(c, stage=Stage.REDUCE, idx=bucket, key_range=rng), store, job, LEASE
-        )
+        r = dataclasses.replace(c, stage=Stage.REDUCE, idx=bucket, key_range=rng)
+        run_reduce(r, store, job, LEASE, io.committed())
     for bucket in range(BUCKETS):
         rng = prefix_range(combine_prefix("wide_summary", DAY, 1, bucket))
         r = dataclasses.replace(c, stage=Stage.COMBINE, idx=bucket, key_range=rng)
         try:
-            execute(r, store, job, LEASE)
+            execute(r, store, job, LEASE, io)
         except CellTooLarge as exc:
             assert "summary cell 's:wide' of group 'm" in str(exc)
             assert "300 bytes, above max_cell_bytes=256" in str(exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -19,6 +20,28 @@ def fast_switching() -> Iterator[None]:
     sys.setswitchinterval(1e-6)
     yield
     sys.setswitchinterval(before)
+
+
+@contextmanager
+def churning(current: CurrentChunks, threads: int = 8) -> Iterator[None]:
+    """Threads that keep registering, changing and forgetting their entry meanwhile."""
+    stop = threading.Event()
+
+    def churn(n: int) -> None:
+        while not stop.is_set():
+            current.set(None)
+            current.set(n)
+            current.forget()
+
+    running = [threading.Thread(target=churn, args=(n,), daemon=True) for n in range(threads)]
+    for t in running:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in running:
+            t.join()
 
 
 def test_any_is_none_when_idle_and_a_chunk_when_busy() -> None:
@@ -35,23 +58,23 @@ def test_any_is_none_when_idle_and_a_chunk_when_busy() -> None:
 def test_reading_while_threads_come_and_go_never_fails(fast_switching: None) -> None:
     # Given threads that keep registering, changing and forgetting their entry
     current = CurrentChunks()
-    stop = threading.Event()
-
-    def churn(n: int) -> None:
-        while not stop.is_set():
-            current.set(None)
-            current.set(n)
-            current.forget()
-
-    threads = [threading.Thread(target=churn, args=(n,), daemon=True) for n in range(8)]
-    for t in threads:
-        t.start()
     # When the heartbeat side reads many times meanwhile
-    try:
+    with churning(current):
         seen = {current.any() for _ in range(20_000)}
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
     # Then every read returned an entry or None, none raised
     assert seen <= {None, *range(8)}
+
+
+def test_the_unlocked_read_of_the_old_runner_does_fail(fast_switching: None) -> None:
+    """The control of the test above: the old heartbeat read the dict without the
+    lock (``next(v for v in current.values() ...)``) while processing threads
+    came and went. Under the same churn that read raises, so the test above
+    would have caught the defect."""
+    current = CurrentChunks()
+
+    def unlocked_any() -> int | None:
+        return next((c for c in current._by_thread.values() if c is not None), None)
+
+    with churning(current), pytest.raises(RuntimeError, match="changed size during iteration"):
+        for _ in range(2_000_000):  # raises within ~20k reads in practice
+            unlocked_any()

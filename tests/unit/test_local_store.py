@@ -108,3 +108,24 @@ def test_processes_write_concurrently(tmp_path: Path) -> None:
     expected = [b"shared-%03d" % i for i in range(10)]
     expected += [b"w%d-%05d" % (w, i) for w in range(3) for i in range(1000)]
     assert found == sorted(expected)
+
+
+def test_a_presplit_table_reports_its_regions_until_dropped(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s.sqlite")
+    # Given a table created with split keys (given unsorted)
+    assert store.create_presplit("t", ["o"], [b"m", b"c", b"x"])
+    # Then its regions are reported sorted, a second create changes nothing
+    assert store.region_starts("t") == [b"c", b"m", b"x"]
+    assert not store.create_presplit("t", ["o"], [b"z"])
+    assert store.region_starts("t") == [b"c", b"m", b"x"]
+    # And a plain table, a missing one and a dropped one have one region
+    store.ensure_table("plain", ["o"])
+    assert store.region_starts("plain") == []
+    assert store.region_starts("nope") == []
+    store.drop_table("t")
+    assert store.region_starts("t") == []
+    assert store.create_presplit("t", ["o"], [])
+    assert store.region_starts("t") == []
+    with pytest.raises(ValueError):
+        store.create_presplit("u", ["o"], [b""])
+    store.close()

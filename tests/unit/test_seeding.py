@@ -15,7 +15,7 @@ import pytest
 from nightfold.common.errors import ConfigError
 from nightfold.common.keys import KeyRange, day_ranges
 from nightfold.common.store.local import LocalStore
-from nightfold.ops.seeding import MALFORMED_KINDS, generate_rows, seed_day
+from nightfold.ops.seeding import MALFORMED_KINDS, generate_rows, region_splits, seed_day
 
 DAY = dt.date(2026, 11, 22)
 MIDNIGHT = int(dt.datetime(2026, 11, 22, tzinfo=dt.UTC).timestamp())
@@ -226,3 +226,33 @@ def test_hot_merchant_takes_its_share_with_its_own_customers_and_products() -> N
 def test_hot_options_out_of_range_are_config_errors(kw: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         generate_rows(dt.date(2026, 3, 4), 10, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("regions", "salts"), [(1, 16), (4, 16), (16, 16), (32, 16), (64, 16), (7, 3)]
+)
+def test_region_splits_cut_salts_first_then_inside_the_day(regions: int, salts: int) -> None:
+    day = dt.date(2026, 11, 20)
+    splits = region_splits(day, regions, salt_buckets=salts)
+    assert splits == sorted(set(splits)) and b"" not in splits
+    assert len(splits) == regions - 1
+    if regions >= salts:
+        assert {b"%02d|" % s for s in range(1, salts)} <= set(splits)
+        inside = [k for k in splits if len(k) > 3]
+        assert all(k[3:11] == b"20261120" for k in inside)
+
+
+def test_region_splits_share_the_day_about_evenly_on_a_seeded_store(tmp_path: Path) -> None:
+    # Given a day seeded into 32 regions (16 salts, one cut inside each)
+    day = dt.date(2026, 11, 20)
+    store = LocalStore(tmp_path / "s.sqlite")
+    seed_day(store, day, 20_000, salt_buckets=16, regions=32)
+    starts = store.region_starts("nightfold_raw")
+    assert len(starts) == 31
+    # Then each salt's day is cut into two parts of roughly equal rows
+    for r in day_ranges(day, 16):
+        cut = next(k for k in starts if k in r)
+        below = sum(1 for _ in store.scan("nightfold_raw", KeyRange(r.start, cut), keys_only=True))
+        above = sum(1 for _ in store.scan("nightfold_raw", KeyRange(cut, r.end), keys_only=True))
+        assert 0.5 <= below / above <= 2
+    store.close()

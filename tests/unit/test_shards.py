@@ -140,14 +140,15 @@ def test_sub_group_names_round_trip_whatever_the_group(group: str) -> None:
 def test_hot_groups_are_the_big_ones_in_the_sampled_keys() -> None:
     keys = [key_for(b"m1", i) for i in range(40)] + [key_for(b"m2", 1), b"garbage"]
     # every key sampled 1 in 1000: m1 ~40,000 rows, m2 ~1,000
-    assert shards.hot_groups(job, keys, 1000, 20_000) == ["m1"]
-    assert shards.hot_groups(job, keys, 1000, 500) == ["m1", "m2"]
+    weighted = [(k, 1000.0) for k in keys]
+    assert shards.hot_groups(job, weighted, 20_000) == ["m1"]
+    assert shards.hot_groups(job, weighted, 500) == ["m1", "m2"]
     assert shards.decode_hot(shards.encode_hot(["b", "a\x1f"])) == {"a\x1f", "b"}
 
     class Keyless(MerchantDaily):
         groups_from_keys = False
 
-    assert shards.hot_groups(Keyless(), keys, 1000, 1) is None
+    assert shards.hot_groups(Keyless(), weighted, 1) is None
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
-"""The splitter: chunks partition the day exactly, respect regions, and hold about target rows."""
+"""The splitter: chunks partition the day exactly, respect regions, stay within the
+chunk bound, and hold about the target rows when the inputs say where rows are."""
 
 from __future__ import annotations
 
+import datetime as dt
 from bisect import bisect_left
 from collections.abc import Sequence
 from itertools import pairwise
@@ -10,199 +12,264 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nightfold.common.keys import KeyRange, prefix_range
-from nightfold.master.splitter import estimate_rows, split
+from nightfold.common.keys import KeyRange, day_ranges, move_day, prefix_range, raw_key
+from nightfold.master.splitter import (
+    Guidepost,
+    PlannedChunk,
+    Sample,
+    estimate_rows,
+    key_between,
+    moved_guideposts,
+    pieces,
+    plan_chunks,
+    probe_points,
+)
+
+DAY = dt.date(2026, 11, 22)
 
 
 def R(start: bytes, end: bytes) -> KeyRange:
     return KeyRange(start, end)
 
 
+def sample_of(piece: KeyRange, keys: Sequence[bytes], limit: int, points: int = 4) -> Sample:
+    """What sample_piece reads of ``keys`` (sorted, distinct) inside ``piece``."""
+    inside = [k for k in keys if k in piece]
+    head = tuple(inside[:limit])
+    if len(head) < limit:
+        return Sample(piece, limit, head)
+    tail = tuple(inside[::-1][:limit])
+    sample = Sample(piece, limit, head, tail)
+    if sample.whole:
+        return sample
+    starts = [head[-1] + b"\x00", *probe_points(head[-1], tail[-1], points)]
+    starts = [x for x in starts if x < tail[-1]]
+    stops = [*starts[1:], tail[-1]]
+    probes = tuple(
+        (x, tuple(k for k in inside if x <= k < stop)[:limit])
+        for x, stop in zip(starts, stops, strict=True)
+    )
+    return Sample(piece, limit, head, tail, probes)
+
+
+def count_in(chunk: KeyRange, keys: Sequence[bytes]) -> int:
+    lo = bisect_left(keys, chunk.start)
+    hi = bisect_left(keys, chunk.end) if chunk.end else len(keys)
+    return hi - lo
+
+
+def assert_partition(chunks: Sequence[PlannedChunk], ranges: Sequence[KeyRange]) -> None:
+    """The chunks cover exactly the ranges, in order: no gap, no overlap."""
+    it = iter(chunks)
+    for r in ranges:
+        chunk = next(it)
+        assert chunk.range.start == r.start
+        while chunk.range.end != r.end:
+            after = next(it)
+            assert after.range.start == chunk.range.end
+            chunk = after
+    assert next(it, None) is None
+    assert all(c.rows >= 0 for c in chunks)
+
+
+# -- examples -------------------------------------------------------------------------------
+
+
 def test_a_range_without_regions_or_samples_is_one_chunk() -> None:
-    # Given one range, no region cuts, no samples / When split
-    chunks = split([R(b"a", b"z")], [], [], sample_every=100, target_rows=1000)
-    # Then the whole range is one chunk: unsampled rows are not lost
-    assert chunks == [R(b"a", b"z")]
+    chunks = plan_chunks([R(b"a", b"z")], [], [], {}, target_rows=1000, max_chunks=100)
+    assert [c.range for c in chunks] == [R(b"a", b"z")]
 
 
 def test_no_ranges_give_no_chunks() -> None:
-    assert split([], [b"m"], [b"n"], 10, 10) == []
+    assert plan_chunks([], [b"m"], [], {}, 10, 10) == []
 
 
 def test_region_starts_inside_a_range_cut_it_and_others_are_ignored() -> None:
-    # Given region starts before, at, inside and after the range
     starts = [b"0", b"a", b"c", b"c", b"f", b"z", b"zz"]
-    # When split with no samples
-    chunks = split([R(b"a", b"z")], starts, [], 10, 100)
-    # Then only the starts strictly inside cut, once each
-    assert chunks == [R(b"a", b"c"), R(b"c", b"f"), R(b"f", b"z")]
+    assert pieces([R(b"a", b"z")], starts) == [R(b"a", b"c"), R(b"c", b"f"), R(b"f", b"z")]
+    # With rows known in every piece, no chunk crosses a region start
+    keys = [b"b1", b"b2", b"d", b"g", b"h"]
+    samples = {p: sample_of(p, keys, 10) for p in pieces([R(b"a", b"z")], starts)}
+    chunks = plan_chunks([R(b"a", b"z")], starts, [], samples, 100, 100)
+    assert [c.range for c in chunks] == [R(b"a", b"c"), R(b"c", b"f"), R(b"f", b"z")]
+    assert [c.rows for c in chunks] == [2, 1, 2]
 
 
-def test_samples_cut_every_k_spread_evenly() -> None:
-    # Given 10 samples at 100 rows each and a target of 300 rows (k = 3 samples)
-    samples = [b"k%02d" % i for i in range(10)]
-    # When split
-    chunks = split([R(b"k", b"l")], [], samples, sample_every=100, target_rows=300)
-    # Then ceil(10 / 3) = 4 chunks of 2-3 samples, cut at sample keys, no runt at the end
-    assert chunks == [R(b"k", b"k02"), R(b"k02", b"k05"), R(b"k05", b"k07"), R(b"k07", b"l")]
-    assert [estimate_rows(c, samples, 100) for c in chunks] == [200, 300, 200, 300]
+def test_empty_pieces_join_a_neighbour_of_their_range() -> None:
+    # Given regions at c and f, and rows only in [c, f)
+    keys = [b"d1", b"d2"]
+    ps = pieces([R(b"a", b"z")], [b"c", b"f"])
+    chunks = plan_chunks(
+        [R(b"a", b"z")], [b"c", b"f"], [], {p: sample_of(p, keys, 8) for p in ps}, 10, 10
+    )
+    # Then the empty pieces are not chunks of their own
+    assert [(c.range, c.rows) for c in chunks] == [(R(b"a", b"z"), 2)]
 
 
-def test_target_not_a_multiple_of_the_stride_rounds_up() -> None:
-    # Given target 250 rows at 100 rows a sample: k = ceil(2.5) = 3
-    samples = [b"k%02d" % i for i in range(6)]
-    # When split / Then 2 chunks of 3 samples
-    assert split([R(b"k", b"l")], [], samples, 100, 250) == [R(b"k", b"k03"), R(b"k03", b"l")]
+def test_a_piece_read_whole_is_cut_at_its_keys_exactly() -> None:
+    keys = [b"k%03d" % i for i in range(100)]
+    piece = R(b"k", b"l")
+    chunks = plan_chunks([piece], [], [], {piece: sample_of(piece, keys, 256)}, 25, 100)
+    assert [c.rows for c in chunks] == [25, 25, 25, 25]
+    assert [count_in(c.range, keys) for c in chunks] == [25, 25, 25, 25]
 
 
-def test_an_unbounded_last_range_stays_unbounded() -> None:
-    # Given a bounded range and an unbounded one after it, with a region start inside the latter
-    ranges = [R(b"a", b"b"), R(b"c", b"")]
-    # When split
-    chunks = split(ranges, [b"d"], [b"c1", b"c2", b"e"], 1, 1)
-    # Then the chunks end with the unbounded tail
-    assert chunks == [R(b"a", b"b"), R(b"c", b"c2"), R(b"c2", b"d"), R(b"d", b"")]
+def test_guideposts_of_an_earlier_night_set_the_cuts() -> None:
+    # Given yesterday's chunks of 40 rows each, moved onto today
+    bounds = [raw_key(0, DAY, f"m{i:03d}", "o") for i in range(0, 100, 10)]
+    day = day_ranges(DAY, 1)[0]
+    edges = [day.start, *bounds[1:], day.end]
+    gps = [Guidepost(R(a, b), 40) for a, b in pairwise(edges)]
+    # When planned for 80 rows a chunk
+    chunks = plan_chunks([day], [], gps, {}, 80, 1000)
+    # Then every chunk is two guideposts, cut at their boundaries
+    assert [c.rows for c in chunks] == [80.0] * 5
+    assert {c.range.start for c in chunks[1:]} <= set(edges)
 
 
-def test_a_day_of_salted_ranges_keeps_every_salt_bucket() -> None:
-    # Given the ranges of 4 salt buckets, samples only in bucket 01
-    ranges = [prefix_range(b"%02d|20261122|" % s) for s in range(4)]
-    samples = [b"01|20261122|m%04d" % i for i in range(9)]
-    # When split with k = 3
-    chunks = split(ranges, [b"02|"], samples, 10, 30)
-    # Then buckets without samples are one chunk each and bucket 01 is three
-    assert len(chunks) == 1 + 3 + 1 + 1
-    assert chunks[0] == ranges[0] and chunks[-1] == ranges[3]
+def test_a_guidepost_over_a_region_start_is_shared_by_key_position() -> None:
+    gp = Guidepost(R(b"a", b"c"), 100)
+    chunks = plan_chunks([R(b"a", b"c")], [b"b"], [gp], {}, 1000, 10)
+    assert [c.range for c in chunks] == [R(b"a", b"b"), R(b"b", b"c")]
+    assert chunks[0].rows == pytest.approx(50, abs=1)
+    assert sum(c.rows for c in chunks) == pytest.approx(100)
 
 
-@pytest.mark.parametrize(
-    ("ranges", "regions", "samples", "every", "target", "message"),
-    [
-        ([R(b"a", b"b")], [], [], 0, 10, "sample_every"),
-        ([R(b"a", b"b")], [], [], 10, 0, "target_rows"),
-        ([R(b"a", b"c"), R(b"b", b"d")], [], [], 10, 10, "disjoint"),
-        ([R(b"c", b"d"), R(b"a", b"b")], [], [], 10, 10, "disjoint"),
-        ([R(b"a", b""), R(b"b", b"c")], [], [], 10, 10, "disjoint"),
-        ([R(b"a", b"z")], [b"c", b"b"], [], 10, 10, "region_starts"),
-        ([R(b"a", b"z")], [], [b"c", b"b"], 10, 10, "samples"),
-    ],
-)
-def test_invalid_input_raises_value_error(
-    ranges: list[KeyRange],
-    regions: list[bytes],
-    samples: list[bytes],
-    every: int,
-    target: int,
-    message: str,
-) -> None:
-    # Given invalid input / When split / Then ValueError names the problem
-    with pytest.raises(ValueError, match=message):
-        split(ranges, regions, samples, every, target)
+def test_the_chunk_count_is_bounded() -> None:
+    keys = [b"k%05d" % i for i in range(5000)]
+    piece = R(b"k", b"l")
+    # 5000 rows at 10 a chunk would be 500 chunks; the bound is 20
+    chunks = plan_chunks([piece], [], [], {piece: sample_of(piece, keys, 10_000)}, 10, 20)
+    assert 19 <= len(chunks) <= 20
+    assert max(c.rows for c in chunks) - min(c.rows for c in chunks) <= 1
 
 
-# ---------------------------------------------------------------- properties
+def test_invalid_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="sorted and disjoint"):
+        plan_chunks([R(b"b", b"c"), R(b"a", b"b")], [], [], {}, 10, 10)
+    with pytest.raises(ValueError, match="region_starts"):
+        plan_chunks([R(b"a", b"z")], [b"c", b"b"], [], {}, 10, 10)
+    with pytest.raises(ValueError, match="guideposts"):
+        gps = [Guidepost(R(b"a", b"c"), 1), Guidepost(R(b"b", b"d"), 1)]
+        plan_chunks([R(b"a", b"z")], [], gps, {}, 10, 10)
+    with pytest.raises(ValueError, match="positive"):
+        plan_chunks([R(b"a", b"z")], [], [], {}, 0, 10)
 
-# short keys over a tiny alphabet, so ranges, region starts and samples collide often
-keys = st.text(alphabet="abcd", min_size=1, max_size=3).map(str.encode)
+
+def test_move_day_moves_keys_and_bounds_of_the_day_only() -> None:
+    other = DAY + dt.timedelta(days=1)
+    key = raw_key(7, DAY, "m1", "o2")
+    assert move_day(key, DAY, other) == raw_key(7, other, "m1", "o2")
+    (r,) = day_ranges(DAY, 1)
+    assert move_day(r.end, DAY, other) == day_ranges(other, 1)[0].end
+    assert move_day(raw_key(7, other, "m1", "o2"), DAY, other) is None
+    assert move_day(b"garbage", DAY, other) is None
+
+
+def test_moved_guideposts_drop_foreign_and_overlapping_chunks() -> None:
+    other = DAY + dt.timedelta(days=3)
+    r = day_ranges(DAY, 2)
+    mid = raw_key(0, DAY, "m5", "o")
+    chunks = [
+        (r[0].start, mid, 10),
+        (mid, r[0].end, 20),
+        (mid, r[0].end + b"x", 5),  # overlaps the one before: dropped
+        (b"zz", b"zzz", 7),  # not a key of DAY: dropped
+        (r[1].start, r[1].end, 30),
+    ]
+    moved = moved_guideposts(chunks, DAY, other)
+    assert [g.rows for g in moved] == [10, 20, 30]
+    assert moved[0].range == R(day_ranges(other, 2)[0].start, raw_key(0, other, "m5", "o"))
+
+
+# -- properties -----------------------------------------------------------------------------
+
+key_st = st.binary(min_size=1, max_size=6)
 
 
 @st.composite
-def inputs(draw: st.DrawFn) -> tuple[list[KeyRange], list[bytes], list[bytes], int, int]:
-    bounds = sorted(draw(st.sets(keys, min_size=2, max_size=12)))
-    ranges = []
-    for a, b in pairwise(bounds):
-        if draw(st.booleans()):  # keep some gaps, and some adjacent ranges
-            ranges.append(KeyRange(a, b))
-    if draw(st.booleans()):
-        ranges.append(KeyRange(bounds[-1], b""))
-    regions = sorted(draw(st.lists(keys, max_size=10)))
-    samples = sorted(draw(st.lists(keys, max_size=60)))
-    every = draw(st.integers(1, 50))
-    target = draw(st.integers(1, 400))
-    return ranges, regions, samples, every, target
-
-
-def covering(chunks: Sequence[KeyRange], key: bytes) -> list[KeyRange]:
-    return [c for c in chunks if key in c]
-
-
-def inside(key: bytes, r: KeyRange) -> bool:
-    return r.start < key and (not r.end or key < r.end)
+def inputs(draw: st.DrawFn) -> tuple[list[KeyRange], list[bytes], list[bytes]]:
+    bounds = sorted(set(draw(st.lists(key_st, min_size=0, max_size=8))))
+    unbounded = draw(st.booleans())
+    ranges = [R(a, b) for a, b in pairwise(bounds)][::2]
+    if unbounded and bounds and (not ranges or ranges[-1].end < bounds[-1]):
+        ranges.append(R(bounds[-1], b""))
+    regions = sorted(draw(st.lists(key_st, max_size=10)))
+    keys = sorted(set(draw(st.lists(key_st, max_size=300))))
+    return ranges, regions, keys
 
 
 @settings(max_examples=300, deadline=None)
-@given(case=inputs(), probes=st.lists(keys, max_size=30))
-def test_chunks_partition_the_ranges_in_key_order(
-    case: tuple[list[KeyRange], list[bytes], list[bytes], int, int], probes: list[bytes]
+@given(
+    data=inputs(),
+    target=st.integers(1, 60),
+    max_chunks=st.integers(1, 40),
+    limit=st.integers(1, 40),
+    points=st.integers(1, 6),
+    use_guideposts=st.booleans(),
+    gp_rows=st.integers(0, 50),
+)
+def test_property_the_plan_partitions_the_ranges_within_the_bound(
+    data: tuple[list[KeyRange], list[bytes], list[bytes]],
+    target: int,
+    max_chunks: int,
+    limit: int,
+    points: int,
+    use_guideposts: bool,
+    gp_rows: int,
 ) -> None:
-    ranges, regions, samples, every, target = case
-    # When split
-    chunks = split(ranges, regions, samples, every, target)
-
-    # Then chunks are in key order and never overlap
-    assert chunks == sorted(chunks)
-    for before, after in pairwise(chunks):
-        assert before.end and before.end <= after.start
-    # And each input range is exactly the union of a run of contiguous chunks
-    position = 0
-    for r in ranges:
-        assert chunks[position].start == r.start
-        while chunks[position].end != r.end:
-            assert chunks[position].end == chunks[position + 1].start
-            position += 1
-        position += 1
-    assert position == len(chunks)
-    # And any key is in exactly one chunk when it is in a range, else in none
-    for key in [*probes, *samples, *regions, *(r.start for r in ranges)]:
-        assert len(covering(chunks, key)) == (1 if covering(ranges, key) else 0)
+    ranges, regions, keys = data
+    ps = pieces(ranges, regions)
+    samples = {p: sample_of(p, keys, limit, points) for p in ps}
+    gps: list[Guidepost] = []
+    if use_guideposts:  # yesterday: every other key a boundary, rows made up
+        cuts = keys[::7]
+        gps = [Guidepost(R(a, b), gp_rows) for a, b in pairwise(cuts)]
+    chunks = plan_chunks(ranges, regions, gps, samples, target, max_chunks)
+    assert_partition(chunks, ranges)
+    assert len(chunks) <= max(max_chunks, len(ps))
+    # A chunk crosses a region start only where an empty piece was joined
+    for c in chunks:
+        inner = [s for s in regions if c.range.start < s and (not c.range.end or s < c.range.end)]
+        if inner:
+            assert any(p.start >= c.range.start and count_in(p, keys) == 0 for p in ps) or gps
 
 
-@settings(max_examples=300, deadline=None)
-@given(case=inputs())
-def test_chunks_cut_at_regions_and_hold_between_half_and_one_chunk_of_samples(
-    case: tuple[list[KeyRange], list[bytes], list[bytes], int, int],
+@settings(max_examples=200, deadline=None)
+@given(data=inputs(), target=st.integers(2, 60))
+def test_property_pieces_read_whole_give_exact_estimates(
+    data: tuple[list[KeyRange], list[bytes], list[bytes]], target: int
 ) -> None:
-    ranges, regions, samples, every, target = case
-    per_chunk = -(-target // every)
-    # When split
-    chunks = split(ranges, regions, samples, every, target)
-    starts = {c.start for c in chunks}
-
-    # Then no chunk straddles a region start, and each one inside a range starts a chunk
-    for cut in regions:
-        assert not any(inside(cut, c) for c in chunks)
-        if any(inside(cut, r) for r in ranges):
-            assert cut in starts
-
-    # And within each region piece, chunks hold <= k distinct samples, >= k // 2 when the
-    # piece has k or more, and a piece is cut into ceil(n / k) chunks (one if it has none)
-    distinct = sorted(set(samples))
-    cuts = sorted(
-        {r.start for r in ranges} | {s for s in regions if any(inside(s, r) for r in ranges)}
-    )
-    by_piece: dict[bytes, list[int]] = {}
-    for chunk in chunks:
-        piece = cuts[bisect_left(cuts, chunk.start + b"\x00") - 1]
-        lo = bisect_left(distinct, chunk.start)
-        hi = bisect_left(distinct, chunk.end) if chunk.end else len(distinct)
-        by_piece.setdefault(piece, []).append(hi - lo)
-        assert estimate_rows(chunk, distinct, every) == (hi - lo) * every
-    for counts in by_piece.values():
-        n = sum(counts)
-        assert len(counts) == max(1, -(-n // per_chunk))
-        assert max(counts) <= per_chunk
-        if n >= per_chunk:
-            assert min(counts) >= per_chunk // 2
+    ranges, regions, keys = data
+    ps = pieces(ranges, regions)
+    samples = {p: sample_of(p, keys, 10_000) for p in ps}
+    chunks = plan_chunks(ranges, regions, [], samples, target, 10_000)
+    assert_partition(chunks, ranges)
+    in_day = sum(count_in(r, keys) for r in ranges)
+    assert estimate_rows(chunks) == in_day
+    for c in chunks:
+        assert c.rows == pytest.approx(count_in(c.range, keys))
+        # cut at keys, the piece split evenly: no chunk above target unless it is one key
+        assert c.rows <= 2 * target or c.rows <= 1
 
 
-@settings(max_examples=100, deadline=None)
-@given(case=inputs())
-def test_split_is_pure_and_ignores_duplicate_samples(
-    case: tuple[list[KeyRange], list[bytes], list[bytes], int, int],
+@settings(max_examples=200, deadline=None)
+@given(lo=key_st, hi=key_st, share=st.floats(0, 1), count=st.integers(1, 20))
+def test_property_interpolated_keys_lie_strictly_between(
+    lo: bytes, hi: bytes, share: float, count: int
 ) -> None:
-    ranges, regions, samples, every, target = case
-    # When split twice, once with every sample and region start doubled
-    once = split(ranges, regions, samples, every, target)
-    doubled = split(ranges, sorted(regions * 2), sorted(samples * 2), every, target)
-    # Then the chunks are the same
-    assert once == doubled == split(ranges, regions, samples, every, target)
+    lo, hi = min(lo, hi), max(lo, hi)
+    for end in (hi, b""):
+        key = key_between(lo, end, share)
+        assert key is None or (lo < key and (not end or key < end))
+    points = probe_points(lo, hi, count)
+    assert points == sorted(set(points))
+    assert all(lo < p < hi for p in points)
+    assert len(points) <= count - 1
+
+
+def test_probe_points_spread_over_real_keys() -> None:
+    first, last = raw_key(3, DAY, "m000017", "o1"), raw_key(3, DAY, "m000998", "o9")
+    points = probe_points(first, last, 4)
+    assert len(points) == 3
+    assert all(p.startswith(prefix_range(first[:12]).start) for p in points)

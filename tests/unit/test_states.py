@@ -18,6 +18,7 @@ import pytest
 
 from nightfold.common.states import (
     CHUNK_TRANSITIONS,
+    RETRY_RUN_MOVES,
     RUN_TRANSITIONS,
     TERMINAL_RUN_STATES,
     ChunkState,
@@ -68,11 +69,16 @@ def test_every_state_has_a_row(table: dict[StrEnum, frozenset[StrEnum]], states:
     assert set(table) == set(states)
 
 
-def test_terminal_runs_are_the_ones_the_design_never_leaves() -> None:
-    leaves = {src for src, _ in documented_edges("run state", RunState)}
+def test_terminal_runs_are_the_ones_only_an_operator_leaves() -> None:
+    """Terminal: no master or worker moves the run on. The only edges out of a
+    terminal state are the operator's retry of a failed run."""
+    edges = documented_edges("run state", RunState)
+    leaves = {src for src, dst in edges if (src, dst) not in RETRY_RUN_MOVES}
     assert set(RunState) - leaves == TERMINAL_RUN_STATES
+    assert edges >= RETRY_RUN_MOVES
     for state in TERMINAL_RUN_STATES:
-        assert RUN_TRANSITIONS[state] == frozenset()
+        assert {(state, dst) for dst in RUN_TRANSITIONS[state]} <= RETRY_RUN_MOVES
+    assert {src for src, _ in RETRY_RUN_MOVES} == {RunState.FAILED}
 
 
 def test_after_failure() -> None:

@@ -178,7 +178,7 @@ def _check_rows(rig: Rig, run_rows: int) -> None:
     (rig.dir / "verify.out").write_text(out)
     if rig.verifying.returncode != 0 or "OK" not in out:
         r.problem(f"verify failed (exit {rig.verifying.returncode}): {out[-600:]}")
-    if p.scenario == "poison":
+    if p.job != "merchant_daily":  # poison_daily, paced_daily
         import_job_modules("tests.support.jobs")
     job = get_job(p.job)
     store = open_store(rig.env.store_url)

@@ -14,13 +14,14 @@ from sqlalchemy import select
 
 from nightfold.common.db import runs as run_repo
 from nightfold.common.db.models import RunEvent
-from tests.support.chaos import messages, nightly, rejects
+from tests.support.chaos import messages, nightly, rejects, splits
 from tests.support.chaos.observe import Snap
 from tests.support.chaos.plan import (
     MASTER_KILLS,
     MESSAGES,
     NIGHTLY,
     RESTARTS,
+    SEGMENTS,
     SERVICE_OF,
     TERMINAL,
     WORKER_FAULTS,
@@ -50,6 +51,8 @@ def fire(rig: Rig, f: Fault, snap: Snap) -> None:
         rejects.fire(rig, f, snap)
     elif f.kind in NIGHTLY:
         nightly.fire(rig, f, snap)
+    elif f.kind in SEGMENTS:
+        splits.fire(rig, f, snap)
     else:
         raise ValueError(f.kind)
 
@@ -108,6 +111,10 @@ def _signal_worker(rig: Rig, f: Fault, snap: Snap) -> None:
     worker at once; then start as many new ones."""
     victim = rig.victim(snap, f.stage)
     assert victim is not None
+    if f.kind == "worker_term" and f.variant == "all":
+        # a worker SIGTERMed before it installed its handlers dies of it (exit -15): a
+        # replacement spawned by an earlier kill may still be starting on a busy machine
+        rig.wait_started()
     victims = [victim]
     if f.variant == "all":
         victims += [w for w in rig.workers_alive() if w is not victim and not w.signalled]

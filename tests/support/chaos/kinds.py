@@ -15,6 +15,9 @@ RESTARTS = ("restart_mariadb", "restart_rabbitmq", "restart_hbase_thrift")
 MESSAGES = ("msg_duplicate", "msg_stale", "msg_reordered", "msg_garbage")
 NIGHTLY = ("master_never_restarted", "reboot_loses_wrapper")
 """A master that nobody restarts: the next night's plain ``--day yesterday`` heals it."""
+SEGMENTS = ("kill_in_split", "kill_after_checkpoint", "split_vs_takeover")
+"""A map chunk's segments and splits (``splits.py``): their trials run a paced map with
+small checkpoints, so chunks live for seconds and hold several segments."""
 SCENARIOS = (
     "poison",
     "cancel",
@@ -22,6 +25,7 @@ SCENARIOS = (
     "store_rejects",
     "rerun_changed_raw",
     *NIGHTLY,
+    *SEGMENTS,
 )
 KINDS = (*MASTER_KILLS, *WORKER_FAULTS, *RESTARTS, *MESSAGES, *SCENARIOS, "two_masters")
 """Every kind a session must inject (each one at least once in the short version)."""

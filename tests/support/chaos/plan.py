@@ -22,6 +22,7 @@ from tests.support.chaos.kinds import (  # noqa: F401  (re-exported)
     POISON_COMPATIBLE,
     RESTARTS,
     SCENARIOS,
+    SEGMENTS,
     SERVICE_OF,
     STORE_REJECTS_COMPATIBLE,
     WORKER_FAULTS,
@@ -90,7 +91,9 @@ class TrialPlan:
 
     @property
     def job(self) -> str:
-        return "poison_daily" if self.scenario == "poison" else "merchant_daily"
+        if self.scenario == "poison":
+            return "poison_daily"
+        return "paced_daily" if self.scenario in SEGMENTS else "merchant_daily"
 
     def replay(self) -> str:
         return (
@@ -181,6 +184,8 @@ def _fault(kind: str, rng: random.Random) -> Fault:
         return Fault(kind, ("map", "map"), frac=frac, variant="partials")
     if kind == "master_never_restarted":
         return Fault(kind, ("map", "map"), frac=frac)
+    if kind in SEGMENTS:  # early enough in the map that chunks are still running
+        return Fault(kind, ("map", "map"), frac=round(rng.uniform(0.0, 0.4), 2), delay=0.2)
     if kind == "reboot_loses_wrapper":
         if rng.random() < 0.6:
             return Fault(kind, ("map", "map"), frac=frac, variant="mid-map")
@@ -213,8 +218,11 @@ def plan_trial(
     faults = [_fault(k, rng) for k in chosen if k not in ("poison", "rerun_changed_raw")]
     faults.sort(key=lambda f: (PHASES.index(f.window[0]), f.frac))
     n_rows = rng.randint(*rows)
-    salt = rng.choice((4, 8, 16))
-    map_chunks = rng.randint(12, 28)
+    # a segments trial's chunks must live for seconds: few salt ranges (no chunk
+    # straddles one), so the chunks are large
+    salt = rng.choice((2, 4)) if scenario in SEGMENTS else rng.choice((4, 8, 16))
+    # a segments trial's chunks are fewer and larger: they must live for seconds
+    map_chunks = rng.randint(4, 8) if scenario in SEGMENTS else rng.randint(12, 28)
     rerun_kill = ""
     if scenario == "rerun_changed_raw":
         rerun_kill = rng.choice(("", "", "master", "worker"))

@@ -21,7 +21,7 @@ from nightfold.common.db.models import RunEvent
 from nightfold.common.db.models import Worker as WorkerRow
 from nightfold.common.urls import with_query
 from tests.support.chaos.observe import Snap, db_now, snapshot
-from tests.support.chaos.plan import Fault, TrialPlan
+from tests.support.chaos.plan import SEGMENTS, Fault, TrialPlan
 from tests.support.chaos.procs import Proc
 from tests.support.chaos.result import TrialResult
 from tests.support.services import REPO, unique_name
@@ -96,6 +96,16 @@ class Rig:
         )
         if p.scenario == "poison":
             env["NIGHTFOLD_JOB_MODULES"] = "tests.support.jobs"
+        # every trial checkpoints inside its chunks and may split them at the end of a map
+        env.update(
+            NIGHTFOLD_SCAN_BATCH=str(max(10, p.chunk_rows // 8)),
+            NIGHTFOLD_CHECKPOINT_ROWS=str(max(20, p.chunk_rows // 3)),
+            NIGHTFOLD_SPLIT_MIN_ROWS=str(max(20, p.chunk_rows // 6)),
+        )
+        if p.scenario in SEGMENTS:
+            from tests.support.chaos import splits
+
+            env.update(splits.env(p.chunk_rows))
         return env
 
     def spawn(self, role: str, *args: str, env: dict[str, str] | None = None) -> Proc:

@@ -22,7 +22,14 @@ from nightfold.common.store import open_store
 from nightfold.ops.seeding import seed_day
 from tests.support.chaos import checks, faults, nightly, rejects, rerun
 from tests.support.chaos.observe import Snap
-from tests.support.chaos.plan import MASTER_KILLS, NIGHTLY, PHASES, WORKER_FAULTS, Fault
+from tests.support.chaos.plan import (
+    MASTER_KILLS,
+    NIGHTLY,
+    PHASES,
+    SEGMENTS,
+    WORKER_FAULTS,
+    Fault,
+)
 from tests.support.chaos.result import TrialResult
 from tests.support.chaos.rig import Rig, TrialTimeout
 from tests.support.services import unique_name
@@ -107,7 +114,7 @@ class Trial(Rig):
         pending = [f for f in pending if not f.fired]
         while True:
             self.check_time(f"driving (pending: {[f.kind for f in pending]})")
-            want_claims = any(f.kind in WORKER_FAULTS for f in pending)
+            want_claims = any(f.kind in (*WORKER_FAULTS, *SEGMENTS) for f in pending)
             snap = self.snap(claims=want_claims)
             if snap is None:
                 continue
@@ -125,7 +132,7 @@ class Trial(Rig):
                     f.missed = True
                     self.log(f"missed {f.describe()}: no master left")
                 break
-            narrow = any(f.kind in MASTER_KILLS or f.kind in WORKER_FAULTS for f in pending)
+            narrow = any(f.kind in (*MASTER_KILLS, *WORKER_FAULTS, *SEGMENTS) for f in pending)
             time.sleep(self.POLL if narrow else 0.02 if pending else 0.05)
         if p.scenario == "poison":
             faults.poison_rerun(self)
@@ -153,6 +160,6 @@ class Trial(Rig):
             return snap.unpublished > 0
         if f.kind == "master_kill_finishing":
             return bool(self.masters_alive())
-        if f.kind in WORKER_FAULTS:
+        if f.kind in WORKER_FAULTS or f.kind in SEGMENTS:
             return self.victim(snap, f.stage) is not None
         return True
