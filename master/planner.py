@@ -92,6 +92,8 @@ class Plan:
     pieces: int = 0
     probes: int = 0
     """Probe reads made (store calls besides the region listing)."""
+    hot: tuple[str, ...] | None = None
+    """A sharded job's hot groups (estimated; None: every group is sharded)."""
 
     @property
     def map_chunks(self) -> int:
@@ -196,7 +198,7 @@ class MapPlan:
     probed: int
     probes: int
     samples: dict[KeyRange, Sample] = field(default_factory=dict)
-    """What the probes saw, by piece (with ``sample_all``: of every piece)."""
+    """What the probes saw, by piece."""
 
 
 def plan_map(
@@ -211,9 +213,10 @@ def plan_map(
     sample_all: bool = False,
 ) -> MapPlan:
     """The map chunks of ``ranges`` of ``table``: one region listing, then bounded
-    probes of the pieces ``guideposts`` do not cover (of every piece with
-    ``sample_all``: a sharded job's hot groups are estimated from them), then the
-    pure split."""
+    probes of the pieces ``guideposts`` do not cover, then the pure split. With
+    ``sample_all`` every piece is probed (a sharded job estimates its hot groups from
+    the probes: an earlier night's cut points say where rows were, not whose), but
+    the guideposts still set the cuts of the pieces they cover."""
     regions = store.region_starts(table)
     all_pieces = pieces(ranges, regions)
     todo = [p for p in all_pieces if not covered(p, guideposts)]
@@ -257,6 +260,7 @@ def compute_plan(
     for bucket in range(params.reduce_buckets):
         prefix = partial_prefix(run.job, run.day, run.generation, bucket)
         specs.append(ChunkSpec(Stage.REDUCE, bucket, prefix_range(prefix)))
+    hot: list[str] | None = None
     if job.sharded:  # only the hot groups are split; their shards meet again in combine
         weighted = sample_weights(mapped.samples, mapped.chunks)
         hot = shards.hot_groups(job, weighted, params.chunk_rows * HOT_SHARE_OF_CHUNK)
@@ -274,15 +278,17 @@ def compute_plan(
         regions=mapped.regions,
         pieces=mapped.pieces,
         probes=mapped.probes,
+        hot=None if hot is None else tuple(hot),
     )
     log.info(
-        "run %s: %d pieces over %d regions; %s%d pieces probed (%d reads)",
+        "run %s: %d pieces over %d regions; %s%d pieces probed (%d reads)%s",
         run.label,
         plan.pieces,
         plan.regions,
         f"guideposts of {lender}; " if lender else "",
         mapped.probed,
         plan.probes,
+        "" if hot is None else f"; {len(hot)} hot groups sharded: {', '.join(hot[:10])}",
     )
     return plan
 

@@ -405,23 +405,20 @@ def moved_guideposts(
 def sample_weights(
     samples: Mapping[KeyRange, Sample], chunks: Sequence[PlannedChunk]
 ) -> list[tuple[bytes, float]]:
-    """Every key the probes saw, each with the rows of the day it stands for: a piece
-    read whole counts each key once; otherwise the piece's estimated rows (its
-    planned chunks') are shared evenly among its sampled keys. What the hot-group
-    estimate sums per group (``common/jobs/shards.hot_groups``)."""
+    """Every key the probes saw, each with the rows of the day it stands for: once if
+    its piece was read whole, else an even share of the piece's estimated rows (its
+    planned chunks'). What the hot-group estimate sums per group
+    (``common/jobs/shards.hot_groups``)."""
     ordered = sorted(chunks, key=lambda c: c.range.start)
     starts = [c.range.start for c in ordered]
     cumulative = [0.0, *accumulate(c.rows for c in ordered)]
-    rows_in: dict[KeyRange, float] = {}
-    for piece in samples:
-        lo = bisect_left(starts, piece.start)
-        hi = bisect_left(starts, piece.end) if piece.end else len(starts)
-        rows_in[piece] = cumulative[hi] - cumulative[lo]
     weighted: list[tuple[bytes, float]] = []
     for piece, sample in samples.items():
+        lo = bisect_left(starts, piece.start)
+        hi = bisect_left(starts, piece.end) if piece.end else len(starts)
         keys = [*sample.head, *sample.tail, *(k for _at, got in sample.probes for k in got)]
-        if not keys:
-            continue
-        weight = 1.0 if sample.whole else max(1.0, rows_in[piece] / len(keys))
-        weighted.extend((k, weight) for k in keys)
+        if keys:
+            rows = cumulative[hi] - cumulative[lo]
+            weight = 1.0 if sample.whole else max(1.0, rows / len(keys))
+            weighted.extend((k, weight) for k in keys)
     return weighted
