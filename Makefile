@@ -91,7 +91,7 @@ test: lint typecheck services-up tools browser
 	    NIGHTFOLD_IMAGE=$(IMAGE) deploy/containers/build image >/dev/null && \
 	    export NIGHTFOLD_TEST_IMAGE=$(IMAGE); \
 	  else echo "no working container engine here: tests/containers will be skipped"; fi && \
-	  $(BIN)/python -m pytest -ra tests examples/hourly_orders/tests $(PYTEST_ARGS)
+	  $(BIN)/python -m pytest -ra tests examples/hourly_orders/tests examples/merchant_sketch/tests $(PYTEST_ARGS)
 	# last and on their own: the fault tests restart the services (>= 20 randomized trials)
 	set -a && source .nightfold/services.env && set +a && \
 	  $(BIN)/python -m pytest -ra tests/faults

@@ -35,6 +35,7 @@ ORDER = (
     "resume",
     "profile",
     "console",
+    "hot",
 )
 
 

@@ -3,9 +3,10 @@
 The map task is nightfold's own map step (``worker.executor.run_map``: scan the
 chunk's key range from HBase, fold with ``MerchantDaily.map_rows``, write the
 partials by reduce bucket, idempotently); the chord's body replaces itself with
-a group of reduce tasks (``run_reduce``: merge one bucket's partials, write the
-summaries). So both systems do identical work per chunk and differ only in how
-it is coordinated: Celery's messages, acks and result backend against
+a group of reduce tasks (``run_reduce``: merge one bucket's partials), and then,
+merchant_daily being sharded, a group of combine tasks (``run_combine``: merge each
+group's shards, write the summaries). So both systems do identical work per chunk and
+differ only in how it is coordinated: Celery's messages, acks and result backend against
 nightfold's MySQL claims and leases.
 
 Configured from the environment (set by ``bench.celery_compare``):
@@ -22,17 +23,18 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Celery, group
+from celery import Celery, chord, group
 
 from bench.common import DAY
 from bench.runner import NoLease, NoRecords, synthetic_claim
 from nightfold.common.db.chunks import Claim
 from nightfold.common.db.runs import RunParams
-from nightfold.common.keys import KeyRange, partial_prefix, prefix_range
+from nightfold.common.keys import KeyRange, combine_prefix, partial_prefix, prefix_range
 from nightfold.common.states import Stage
 from nightfold.common.store import open_store
 from nightfold.common.store.base import Store
 from nightfold.jobs.merchant_daily import MerchantDaily
+from nightfold.worker.combine import run_combine
 from nightfold.worker.executor import run_map, run_reduce
 
 GENERATION = 9
@@ -93,7 +95,24 @@ def reduce_bucket(bucket: int) -> dict[str, int]:
     return {"bucket": bucket, "partials": result.rows_read}
 
 
+@app.task(name="nfbench.combine_bucket")
+def combine_bucket(bucket: int) -> dict[str, int]:
+    key_range = prefix_range(combine_prefix("merchant_daily", DAY, GENERATION, bucket))
+    result = run_combine(_claim(Stage.COMBINE, bucket, key_range), store(), JOB, NoLease())  # type: ignore[arg-type]
+    return {"bucket": bucket, "rows": result.rows_read}
+
+
+@app.task(name="nfbench.combine_all", bind=True)
+def combine_all(self: Any, reduce_results: list[dict[str, int]]) -> Any:
+    """After every reduce: one combine task per bucket (the chord waits for them)."""
+    raise self.replace(group(combine_bucket.si(b) for b in range(REDUCE_BUCKETS)))
+
+
 @app.task(name="nfbench.reduce_all", bind=True)
 def reduce_all(self: Any, map_results: list[dict[str, int]]) -> Any:
-    """The chord's body: fan out to one reduce task per bucket (the chord waits for them)."""
-    raise self.replace(group(reduce_bucket.si(b) for b in range(REDUCE_BUCKETS)))
+    """The chord's body: fan out to one reduce task per bucket, then (a sharded job)
+    to the combine tasks."""
+    reduces = group(reduce_bucket.si(b) for b in range(REDUCE_BUCKETS))
+    if not JOB.sharded:
+        raise self.replace(reduces)
+    raise self.replace(chord(reduces, combine_all.s()))

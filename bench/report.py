@@ -47,6 +47,11 @@ SUMMARY_KEYS = (
     "skew_longest_over_median",
     "resume_redo_fraction",
     "resume_checkpoint_rows",
+    "hot_worker_peak_rss_mib",
+    "uniform_worker_peak_rss_mib",
+    "hot_wall_ratio",
+    "hot_exact",
+    "sketch_within_bounds",
     "rows",
     "commit",
 )
@@ -71,6 +76,7 @@ def collect() -> dict[str, dict[str, Any] | None]:
         "resume",
         "console",
         "plan",
+        "hot",
     )
     return {n: read_result(n) for n in (*names, "profile", "run_all")}
 
@@ -108,6 +114,11 @@ def summary(results: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
         "skew_longest_over_median": _get(results["skew"], "skew_longest_over_median"),
         "resume_redo_fraction": _get(results["resume"], "resume_redo_fraction"),
         "resume_checkpoint_rows": _get(results["resume"], "resume_checkpoint_rows"),
+        "hot_worker_peak_rss_mib": _get(results["hot"], "hot_worker_peak_rss_mib"),
+        "uniform_worker_peak_rss_mib": _get(results["hot"], "uniform_worker_peak_rss_mib"),
+        "hot_wall_ratio": _get(results["hot"], "hot_wall_ratio"),
+        "hot_exact": _get(results["hot"], "hot_exact"),
+        "sketch_within_bounds": _get(results["hot"], "sketch_within_bounds"),
         "rows": _get(o, "rows") or _get(s, "rows"),
         "commit": git_commit(),
     }
@@ -180,6 +191,13 @@ def targets(s: dict[str, Any]) -> dict[str, Any]:
         "skew_ratio <= 1.15": check(s["skew_ratio"], lambda v: v <= 1.15),
         "skew_longest_over_median <= 2": check(s["skew_longest_over_median"], lambda v: v <= 2),
         "resume_redo_fraction <= 0.15": check(s["resume_redo_fraction"], lambda v: v <= 0.15),
+        "hot_worker_peak_rss_mib <= 256 and <= 1.5x uniform": check(
+            s["hot_worker_peak_rss_mib"],
+            lambda v: v <= 256 and v <= 1.5 * (s["uniform_worker_peak_rss_mib"] or 0),
+        ),
+        "hot_wall_ratio <= 1.3": check(s["hot_wall_ratio"], lambda v: v <= 1.3),
+        "hot_exact": check(s["hot_exact"], lambda v: v is True),
+        "sketch_within_bounds": check(s["sketch_within_bounds"], lambda v: v is True),
     }
 
 
@@ -312,6 +330,16 @@ def _met(flag: bool | None) -> str:
     return "—" if flag is None else ("met" if flag else "**missed**")
 
 
+def _hot_day(hot: dict[str, Any]) -> str:
+    sizes = hot.get("sizes")
+    if not sizes:
+        return "not measured"
+    return (
+        f"{sizes['rows']:,} rows, one merchant with {hot.get('hot_distinct_customers', 0):,} "
+        f"customers over {sizes['hot_products']:,} products"
+    )
+
+
 def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]) -> str:
     t = summary_doc["targets"]
     s = summary_doc
@@ -327,6 +355,7 @@ def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]
         return _fmt(None if p.get(key) is None else round(1000 * p[key], digits), " ms")
 
     first_1b, guided_1b = est.get("first_night_plan_s"), est.get("guideposts_plan_s")
+    hot = results["hot"] or {}
     rows = [
         ("1", "overhead: nightfold (1 worker) / bare loop, wall", _fmt(s["overhead_ratio"], "x"),
          "<= 1.05x", _met(t["overhead_ratio <= 1.05"])),
@@ -412,6 +441,17 @@ def table(summary_doc: dict[str, Any], results: dict[str, dict[str, Any] | None]
          f"{_fmt(s.get('run_page_30k_s'), ' s')} ({_fmt(s.get('run_page_30k_cpu_s'), ' s')}) / "
          f"{_fmt(s.get('run_page_30k_browser_s'), ' s')}",
          "< 2 s", _met(t.get("run_page_30k_s < 2"))),
+        ("16", f"hot day ({_hot_day(hot)}), 2 workers: every worker's peak RSS / uniform day",
+         f"{_fmt(s['hot_worker_peak_rss_mib'], ' MiB')} / "
+         f"{_fmt(s['uniform_worker_peak_rss_mib'], ' MiB')}",
+         "<= 256 MiB and <= 1.5x", _met(t["hot_worker_peak_rss_mib <= 256 and <= 1.5x uniform"])),
+        ("16", "hot day wall / uniform day wall (same rows)", _fmt(s["hot_wall_ratio"], "x"),
+         "<= 1.3x", _met(t["hot_wall_ratio <= 1.3"])),
+        ("16", "hot day exact (verify, merchant_daily)", _fmt(s["hot_exact"]), "yes",
+         _met(t["hot_exact"])),
+        ("16", "sketched example within its bounds on the hot day (distinct customers: "
+              f"{_fmt(hot.get('sketch_hot_distinct_rel_error'))} relative error)",
+         _fmt(s["sketch_within_bounds"]), "yes", _met(t["sketch_within_bounds"])),
     ]  # fmt: skip
     lines = [
         "| # | figure | value | target | |",

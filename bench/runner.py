@@ -6,6 +6,7 @@ worker's steps in this process (a synthetic claim, no lease).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import subprocess
 import sys
 import time
@@ -164,9 +165,11 @@ def spawn_nightfold(
     )
 
 
-def spawn_master(env: dict[str, str], logs: Path, name: str = "master") -> subprocess.Popen[bytes]:
-    """A master process running the benchmark day."""
-    return spawn_nightfold(env, logs, name, "master", "run", "--day", DAY.isoformat())
+def spawn_master(
+    env: dict[str, str], logs: Path, name: str = "master", day: dt.date = DAY
+) -> subprocess.Popen[bytes]:
+    """A master process running the benchmark day (or ``day``)."""
+    return spawn_nightfold(env, logs, name, "master", "run", "--day", day.isoformat())
 
 
 def nightfold_env(db_url: str, broker: str, store: str, **settings: Any) -> dict[str, str]:
@@ -200,6 +203,7 @@ def run_nightfold(
     settings: dict[str, Any] | None = None,
     timeout: float = 900,
     check: bool = True,
+    day: dt.date = DAY,
 ) -> NightfoldRun:
     """One run of the day: ``workers`` worker processes (started and registered
     first), then the master, timed from its spawn to its exit."""
@@ -207,7 +211,7 @@ def run_nightfold(
     logs = WORK / "logs" / label
     with nightfold_workers(env, logs, workers, db_url) as procs:
         started = time.monotonic()
-        master = spawn_master(env, logs)
+        master = spawn_master(env, logs, day=day)
         code, master_rss = wait_rusage(master, timeout)
         wall = time.monotonic() - started
         rss = [vm_hwm_mib(p.pid) or float("nan") for p in procs]

@@ -145,6 +145,33 @@ def parse_segment_key(key: bytes, prefix_len: int) -> tuple[int, int, bytes] | N
     return int(parts[0]), int(parts[1]), parts[2]
 
 
+COMBINE_MARK = b"c"
+"""Marks a run's combine inputs inside its partials prefix: ``job|day|gen|c<bucket>|``
+never starts like a reduce bucket's ``job|day|gen|<bucket>|`` (digits), so a reduce
+scan never sees them, and ``gc`` (the whole run prefix) removes them with the partials."""
+
+
+def combine_prefix(job: str, day: dt.date, generation: int, bucket: int) -> bytes:
+    """Key prefix of the per-shard results a combine item (one per bucket) reads."""
+    return partial_prefix(job, day, generation) + COMBINE_MARK + b"%04d" % bucket + SEP
+
+
+def combine_key(job: str, day: dt.date, generation: int, bucket: int, reduce_index: int) -> bytes:
+    """Where reduce item ``reduce_index`` leaves the shard results of combine item
+    ``bucket``'s groups: derived only from the run and the two items, so a redone
+    reduce overwrites the same cells with the same bytes."""
+    return combine_prefix(job, day, generation, bucket) + b"%06d" % reduce_index
+
+
+HOT_COLUMN = PARTIAL_FAMILY.encode() + b":hot"
+
+
+def hot_groups_key(job: str, day: dt.date, generation: int) -> bytes:
+    """Where the planner leaves a run's hot groups (those a sharded job splits): inside
+    the run's partials prefix (``gc`` removes it), apart from every bucket's rows."""
+    return partial_prefix(job, day, generation) + b"hot"
+
+
 def summary_prefix(day: dt.date) -> bytes:
     """Key prefix of one day's summary rows, ``YYYYMMDD|``: fixed width, so no other day's."""
     return day_token(day) + SEP

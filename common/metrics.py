@@ -179,7 +179,7 @@ def prime(jobs: list[str]) -> None:
     """Create every (job, stage) child at 0, so a counter's first event is an
     increase Prometheus can see (a series born at 1 has no ``increase``)."""
     for job in jobs:
-        for stage in ("map", "reduce"):
+        for stage in ("map", "reduce", "combine"):
             for counter in (
                 CHUNKS_CLAIMED,
                 CHUNKS_COMPLETED,

@@ -20,6 +20,9 @@ class RunState(StrEnum):
     PLANNING = "planning"
     MAPPING = "mapping"
     REDUCING = "reducing"
+    COMBINING = "combining"
+    """Only for jobs that shard groups (``Job.sharded``): the per-shard results
+    of the reduce are combined into each group's summary row."""
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -36,24 +39,42 @@ class ChunkState(StrEnum):
 class Stage(StrEnum):
     MAP = "map"
     REDUCE = "reduce"
+    COMBINE = "combine"
+    """Planned only for a sharded job: one item per reduce bucket, after the reduce."""
 
 
 TERMINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
 """No master or worker moves a run out of these; a failed run leaves only by an
 operator's retry (:data:`RETRY_RUN_MOVES`)."""
+WORKING_RUN_STATES = (RunState.MAPPING, RunState.REDUCING, RunState.COMBINING)
+"""The states in which workers claim and execute chunks (a stage is running)."""
+
+RUN_STATE_OF_STAGE = {
+    Stage.MAP: RunState.MAPPING,
+    Stage.REDUCE: RunState.REDUCING,
+    Stage.COMBINE: RunState.COMBINING,
+}
+"""The run's state while a stage's chunks run (stages run in :class:`Stage` order)."""
 
 RUN_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.PLANNING: frozenset({RunState.MAPPING, RunState.FAILED, RunState.CANCELLED}),
     RunState.MAPPING: frozenset({RunState.REDUCING, RunState.FAILED, RunState.CANCELLED}),
-    RunState.REDUCING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}),
+    RunState.REDUCING: frozenset(
+        {RunState.COMBINING, RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}
+    ),
+    RunState.COMBINING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED}),
     RunState.SUCCEEDED: frozenset(),
     # only an operator's retry (``nightfold retry``): back to the stage of its dead chunks
-    RunState.FAILED: frozenset({RunState.MAPPING, RunState.REDUCING}),
+    RunState.FAILED: frozenset({RunState.MAPPING, RunState.REDUCING, RunState.COMBINING}),
     RunState.CANCELLED: frozenset(),
 }
 
 RETRY_RUN_MOVES = frozenset(
-    {(RunState.FAILED, RunState.MAPPING), (RunState.FAILED, RunState.REDUCING)}
+    {
+        (RunState.FAILED, RunState.MAPPING),
+        (RunState.FAILED, RunState.REDUCING),
+        (RunState.FAILED, RunState.COMBINING),
+    }
 )
 """The edges out of a terminal state: taken by an operator's retry, never by a master
 or a worker. Terminal means nothing moves the run on by itself."""

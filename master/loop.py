@@ -25,7 +25,14 @@ from nightfold.common.identity import is_local_and_dead, new_identity
 from nightfold.common.jobs.base import Job
 from nightfold.common.logs import fields
 from nightfold.common.outage import Outage
-from nightfold.common.states import TERMINAL_RUN_STATES, ChunkState, RunState, Stage
+from nightfold.common.states import (
+    RUN_STATE_OF_STAGE,
+    TERMINAL_RUN_STATES,
+    WORKING_RUN_STATES,
+    ChunkState,
+    RunState,
+    Stage,
+)
 from nightfold.common.store.base import Store
 from nightfold.common.transport import Publisher
 from nightfold.master.dispatcher import dispatch
@@ -35,8 +42,12 @@ from nightfold.master.rebalance import request_split
 
 log = logging.getLogger(__name__)
 
-STAGE_OF_STATE = {RunState.MAPPING: Stage.MAP, RunState.REDUCING: Stage.REDUCE}
-NEXT_STATE = {RunState.MAPPING: RunState.REDUCING, RunState.REDUCING: RunState.SUCCEEDED}
+STAGE_OF_STATE = {state: stage for stage, state in RUN_STATE_OF_STAGE.items()}
+NEXT_STATE = {
+    RunState.MAPPING: RunState.REDUCING,
+    RunState.REDUCING: RunState.SUCCEEDED,  # or COMBINING, when the plan has combine items
+    RunState.COMBINING: RunState.SUCCEEDED,
+}
 
 
 @dataclass
@@ -211,7 +222,7 @@ class Master:
                 run_repo.move(
                     conn,
                     run.id,
-                    (RunState.PLANNING, RunState.MAPPING, RunState.REDUCING),
+                    (RunState.PLANNING, *WORKING_RUN_STATES),
                     RunState.CANCELLED,
                     actor=self.me,
                     error="cancelled on request",
@@ -249,6 +260,10 @@ class Master:
             total = sum(counts.values())
             if total and counts.get(ChunkState.DONE.value, 0) == total:
                 nxt = NEXT_STATE[run.state]
+                if stage is Stage.REDUCE and chunk_repo.counts_by_state(
+                    conn, run.id, Stage.COMBINE
+                ):
+                    nxt = RunState.COMBINING  # a sharded job: its groups' shards combine next
                 rows, malformed = 0, 0
                 if nxt is RunState.SUCCEEDED:
                     rows, malformed = run_repo.roll_up_counters(conn, run.id)

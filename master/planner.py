@@ -25,7 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine
 
@@ -33,12 +33,16 @@ from nightfold.common.db import guideposts as guidepost_repo
 from nightfold.common.db import plans as plan_repo
 from nightfold.common.db.chunks import ChunkSpec
 from nightfold.common.db.runs import RunInfo
+from nightfold.common.jobs import shards
 from nightfold.common.jobs.base import Job
 from nightfold.common.keys import (
+    HOT_COLUMN,
     PARTIAL_FAMILY,
     PARTIALS_TABLE,
     KeyRange,
+    combine_prefix,
     day_ranges,
+    hot_groups_key,
     partial_prefix,
     prefix_range,
 )
@@ -54,6 +58,7 @@ from nightfold.master.splitter import (
     pieces,
     plan_chunks,
     probe_points,
+    sample_weights,
 )
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,11 @@ SCAN_THREADS = 4
 MAX_MAP_CHUNKS = 20_000
 """At most this many map chunks (or one per region piece, if more): 20,000 is a
 1B-row day at the default 50k rows a chunk; beyond, chunks grow (PHOENIX-2724)."""
+HOT_SHARE_OF_CHUNK = 0.5
+"""A sharded job's group is hot (sharded) from half a chunk's estimated rows: the
+estimate comes from a few thousand probed keys, and first-night estimates run low
+where keys cluster by group (bench/plan.py); sharding a group needlessly costs a
+little combine work, missing a hot one costs the reducer memory."""
 GUIDEPOST_LOOKBACK_DAYS = 7
 """How far back an earlier night may be to lend its guideposts."""
 
@@ -82,10 +92,16 @@ class Plan:
     pieces: int = 0
     probes: int = 0
     """Probe reads made (store calls besides the region listing)."""
+    hot: tuple[str, ...] | None = None
+    """A sharded job's hot groups (estimated; None: every group is sharded)."""
 
     @property
     def map_chunks(self) -> int:
         return sum(1 for s in self.specs if s.stage is Stage.MAP)
+
+    @property
+    def reduce_items(self) -> int:
+        return sum(1 for s in self.specs if s.stage is Stage.REDUCE)
 
 
 def sample_piece(
@@ -181,6 +197,8 @@ class MapPlan:
     pieces: int
     probed: int
     probes: int
+    samples: dict[KeyRange, Sample] = field(default_factory=dict)
+    """What the probes saw, by piece."""
 
 
 def plan_map(
@@ -192,16 +210,21 @@ def plan_map(
     *,
     guideposts: Sequence[Guidepost] = (),
     max_chunks: int = MAX_MAP_CHUNKS,
+    sample_all: bool = False,
 ) -> MapPlan:
     """The map chunks of ``ranges`` of ``table``: one region listing, then bounded
-    probes of the pieces ``guideposts`` do not cover, then the pure split."""
+    probes of the pieces ``guideposts`` do not cover, then the pure split. With
+    ``sample_all`` every piece is probed (a sharded job estimates its hot groups from
+    the probes: an earlier night's cut points say where rows were, not whose), but
+    the guideposts still set the cuts of the pieces they cover."""
     regions = store.region_starts(table)
     all_pieces = pieces(ranges, regions)
     todo = [p for p in all_pieces if not covered(p, guideposts)]
-    samples = sample_pieces(store, table, todo, open_store)
-    chunks = plan_chunks(ranges, regions, guideposts, samples, chunk_rows, max_chunks)
+    samples = sample_pieces(store, table, all_pieces if sample_all else todo, open_store)
+    uncovered = {p: samples[p] for p in todo}
+    chunks = plan_chunks(ranges, regions, guideposts, uncovered, chunk_rows, max_chunks)
     probes = sum(probes_made(s) for s in samples.values())
-    return MapPlan(chunks, len(regions) + 1, len(all_pieces), len(todo), probes)
+    return MapPlan(chunks, len(regions) + 1, len(all_pieces), len(todo), probes, samples)
 
 
 def compute_plan(
@@ -231,11 +254,22 @@ def compute_plan(
         open_store,
         guideposts=guideposts,
         max_chunks=max_chunks,
+        sample_all=job.sharded,
     )
     specs = [ChunkSpec(Stage.MAP, i, c.range) for i, c in enumerate(mapped.chunks)]
     for bucket in range(params.reduce_buckets):
         prefix = partial_prefix(run.job, run.day, run.generation, bucket)
         specs.append(ChunkSpec(Stage.REDUCE, bucket, prefix_range(prefix)))
+    hot: list[str] | None = None
+    if job.sharded:  # only the hot groups are split; their shards meet again in combine
+        weighted = sample_weights(mapped.samples, mapped.chunks)
+        hot = shards.hot_groups(job, weighted, params.chunk_rows * HOT_SHARE_OF_CHUNK)
+        if hot is not None:  # written before the plan is recorded: every map chunk reads it
+            key = hot_groups_key(run.job, run.day, run.generation)
+            store.put_many(PARTIALS_TABLE, [(key, {HOT_COLUMN: shards.encode_hot(hot)})])
+        for bucket in range(params.reduce_buckets):
+            prefix = combine_prefix(run.job, run.day, run.generation, bucket)
+            specs.append(ChunkSpec(Stage.COMBINE, bucket, prefix_range(prefix)))
     sources = [n for n, used in (("guideposts", lender), ("probes", mapped.probed)) if used]
     plan = Plan(
         specs=specs,
@@ -244,15 +278,17 @@ def compute_plan(
         regions=mapped.regions,
         pieces=mapped.pieces,
         probes=mapped.probes,
+        hot=None if hot is None else tuple(hot),
     )
     log.info(
-        "run %s: %d pieces over %d regions; %s%d pieces probed (%d reads)",
+        "run %s: %d pieces over %d regions; %s%d pieces probed (%d reads)%s",
         run.label,
         plan.pieces,
         plan.regions,
         f"guideposts of {lender}; " if lender else "",
         mapped.probed,
         plan.probes,
+        "" if hot is None else f"; {len(hot)} hot groups sharded: {', '.join(hot[:10])}",
     )
     return plan
 
@@ -263,10 +299,12 @@ def record_plan(conn: Connection, run: RunInfo, plan: Plan, actor: str) -> bool:
     if not plan_repo.record_plan(conn, run.id, plan.specs, actor):
         return False
     log.info(
-        "run %s planned: %d map chunks, %d reduce items, ~%d rows (estimated from %s)",
+        "run %s planned: %d map chunks, %d reduce items, %d combine items, ~%d rows "
+        "(estimated from %s)",
         run.label,
         plan.map_chunks,
-        len(plan.specs) - plan.map_chunks,
+        plan.reduce_items,
+        len(plan.specs) - plan.map_chunks - plan.reduce_items,
         plan.rows_estimate,
         plan.estimate_source,
     )

@@ -38,7 +38,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
 from nightfold.common.keys import KeyRange, move_day
 
@@ -400,3 +400,25 @@ def moved_guideposts(
             continue
         moved.append(Guidepost(KeyRange(a, b), rows))
     return moved
+
+
+def sample_weights(
+    samples: Mapping[KeyRange, Sample], chunks: Sequence[PlannedChunk]
+) -> list[tuple[bytes, float]]:
+    """Every key the probes saw, each with the rows of the day it stands for: once if
+    its piece was read whole, else an even share of the piece's estimated rows (its
+    planned chunks'). What the hot-group estimate sums per group
+    (``common/jobs/shards.hot_groups``)."""
+    ordered = sorted(chunks, key=lambda c: c.range.start)
+    starts = [c.range.start for c in ordered]
+    cumulative = [0.0, *accumulate(c.rows for c in ordered)]
+    weighted: list[tuple[bytes, float]] = []
+    for piece, sample in samples.items():
+        lo = bisect_left(starts, piece.start)
+        hi = bisect_left(starts, piece.end) if piece.end else len(starts)
+        keys = [*sample.head, *sample.tail, *(k for _at, got in sample.probes for k in got)]
+        if keys:
+            rows = cumulative[hi] - cumulative[lo]
+            weight = 1.0 if sample.whole else max(1.0, rows / len(keys))
+            weighted.extend((k, weight) for k in keys)
+    return weighted

@@ -15,6 +15,10 @@ No cell exceeds the run's ``max_cell_bytes``: a group's encoded partial is
 split across cells (:mod:`nightfold.worker.cells`) and rejoined by the reduce
 before ``job.decode``; a summary cell above the bound fails the chunk with
 :class:`CellTooLarge` naming the group and column.
+
+A sharded job (``Job.sharded``) writes each group's shards to different reduce
+buckets, its reduce items leave compacted shards for a combine stage, and the
+combine items write the summaries (:mod:`nightfold.worker.combine`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 from nightfold.common.db.chunks import Claim
 from nightfold.common.db.segments import SegmentRef, SegmentSpec
 from nightfold.common.errors import CellTooLarge, CorruptPartial
+from nightfold.common.jobs import shards
 from nightfold.common.jobs.base import Job, MapOutput
 from nightfold.common.keys import (
     PARTIAL_FAMILY,
@@ -39,6 +44,7 @@ from nightfold.common.keys import (
 from nightfold.common.states import Stage
 from nightfold.common.store.base import Columns, Store
 from nightfold.worker import cells as partial_cells
+from nightfold.worker import combine
 from nightfold.worker.checkpoint import ChunkIO, Lease, SegmentedMap
 from nightfold.worker.reconcile import owned_by, reconcile
 
@@ -58,6 +64,8 @@ class Result:
 def execute(claim: Claim, store: Store, job: Job[Any], lease: Lease, io: ChunkIO) -> Result:
     if claim.stage is Stage.MAP:
         return run_map(claim, store, job, lease, io)
+    if claim.stage is Stage.COMBINE:
+        return combine.run_combine(claim, store, job, lease)
     return run_reduce(claim, store, job, lease, io.committed())
 
 
@@ -83,8 +91,9 @@ def write_segment(
     params = claim.run.params
     buckets: dict[int, dict[bytes, bytes]] = {}
     prefix = PARTIAL_FAMILY.encode() + b":"
-    for group, partial in out.partials.items():
-        cells = buckets.setdefault(job.bucket(group, params.reduce_buckets), {})
+    hot = combine.hot_groups(store, claim) if job.sharded else None
+    for group, bucket, partial in shards.bucketed(job, out.partials, params.reduce_buckets, hot):
+        cells = buckets.setdefault(bucket, {})
         for qualifier, piece in partial_cells.split(
             group, job.encode(partial), params.max_cell_bytes
         ):
@@ -139,14 +148,24 @@ def run_reduce(
             raise CorruptPartial(f"partial row {key!r}: {exc}") from None
         for group in sorted(values):
             partial = job.decode(values[group])
-            merged[group] = job.merge(merged[group], partial) if group in merged else partial
+            merged[group] = job.merge_into(merged[group], partial) if group in merged else partial
         read += 1
         last = key
         lease.tick(read, key)
+    if job.sharded:  # one shard of many groups: left compacted for the combine stage
+        combine.write_shard_results(
+            claim,
+            store,
+            job,
+            merged,
+            beat=lambda: lease.tick(read, last),
+            fence=lambda: lease.tick(read, last, force=True),
+        )
+        return Result(read, 0)
     day = claim.run.day
     bound = claim.run.params.max_cell_bytes
     wanted = {
-        summary_key(day, g): _bounded(job, g, job.finalize(g, merged[g]), bound)
+        summary_key(day, g): bounded(job, g, job.finalize(g, merged[g]), bound)
         for g in sorted(merged)
     }
     write_summaries(
@@ -192,9 +211,7 @@ def write_summaries(
     store.delete_cells(job.summary_table, changes.deletes)
 
 
-def _bounded(
-    job: Job[Any], group: str, cells: dict[bytes, bytes], bound: int
-) -> dict[bytes, bytes]:
+def bounded(job: Job[Any], group: str, cells: dict[bytes, bytes], bound: int) -> dict[bytes, bytes]:
     """``cells`` unchanged, or :class:`CellTooLarge` if one is above ``bound`` (a job bug)."""
     for column, value in cells.items():
         if len(value) > bound:

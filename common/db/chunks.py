@@ -40,7 +40,15 @@ from nightfold.common.db.runs import RunInfo, get_run, later_generation, run_inf
 from nightfold.common.db.runs import move as runs_move
 from nightfold.common.errors import ChunkLost, RunConflict
 from nightfold.common.keys import KeyRange
-from nightfold.common.states import ChunkState, RunState, Stage, after_failure, check_chunk_move
+from nightfold.common.states import (
+    RUN_STATE_OF_STAGE,
+    WORKING_RUN_STATES,
+    ChunkState,
+    RunState,
+    Stage,
+    after_failure,
+    check_chunk_move,
+)
 
 if TYPE_CHECKING:
     from nightfold.common.db.segments import SegmentSpec
@@ -387,7 +395,7 @@ def claimable(conn: Connection, limit: int, exclude: Sequence[int] = ()) -> list
         .where(
             Chunk.state == ChunkState.QUEUED.value,
             Run.cancel_requested.is_(False),
-            Run.state.in_([RunState.MAPPING.value, RunState.REDUCING.value]),
+            Run.state.in_([s.value for s in WORKING_RUN_STATES]),
         )
         .order_by(Chunk.run_id, Chunk.idx)
         .limit(limit)
@@ -397,11 +405,12 @@ def claimable(conn: Connection, limit: int, exclude: Sequence[int] = ()) -> list
     return [Claimable(int(c), int(r), str(s), int(i)) for c, r, s, i in conn.execute(q)]
 
 
-LIVE_RUN_STATES = (RunState.MAPPING.value, RunState.REDUCING.value)
+LIVE_RUN_STATES = tuple(s.value for s in WORKING_RUN_STATES)
 
 
 def _live_run() -> ColumnElement[bool]:
-    """The chunk's run is mapping or reducing and not asked to cancel."""
+    """The chunk's run is running a stage (mapping, reducing, combining) and not asked
+    to cancel."""
     return exists().where(
         Run.id == Chunk.run_id,
         Run.cancel_requested.is_(False),
@@ -816,15 +825,15 @@ def retry_dead(conn: Connection, run_id: int, actor: str) -> Retried:
             f"run {run.label} has no dead chunk to retry (it failed before its plan): "
             f"start a new generation with --rerun"
         )
-    open_maps = conn.execute(
-        select(func.count()).where(
-            Chunk.run_id == run_id,
-            Chunk.stage == Stage.MAP.value,
-            Chunk.state != ChunkState.DONE.value,
-        )
-    ).scalar_one()
-    stage = Stage.MAP if int(open_maps) else Stage.REDUCE
-    target = RunState.MAPPING if stage is Stage.MAP else RunState.REDUCING
+    open_stages = set(
+        conn.execute(
+            select(Chunk.stage)
+            .where(Chunk.run_id == run_id, Chunk.state != ChunkState.DONE.value)
+            .distinct()
+        ).scalars()
+    )
+    stage = next(s for s in Stage if s.value in open_stages)  # the earliest unfinished
+    target = RUN_STATE_OF_STAGE[stage]
     if not runs_move(
         conn,
         run_id,

@@ -10,8 +10,10 @@ import json
 from dataclasses import dataclass
 
 from nightfold.common.errors import MalformedMessage
+from nightfold.common.states import Stage
 
 VERSION = 1
+STAGES = frozenset(s.value for s in Stage)
 MAX_BYTES = 4096
 
 
@@ -53,6 +55,6 @@ def decode_hint(body: bytes) -> Hint:
     except KeyError as exc:
         raise MalformedMessage(f"message lacks field {exc.args[0]!r}") from exc
     ints_ok = all(type(x) is int and x >= 0 for x in (run_id, chunk_id, idx))
-    if not ints_ok or stage not in ("map", "reduce"):
+    if not ints_ok or stage not in STAGES:
         raise MalformedMessage("message fields have the wrong types")
     return Hint(run_id=run_id, chunk_id=chunk_id, stage=stage, idx=idx)

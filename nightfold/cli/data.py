@@ -115,6 +115,8 @@ def verify_cmd(rt: Runtime, day: dt.date, show: int, **_: object) -> None:
             f"verify {day}: {len(report.differences)} difference(s) "
             f"over {report.groups_compared} groups"
         )
+    sketched = f", sketched fields within their bounds ({', '.join(sorted(job.sketched))})"
     click.echo(
         f"verify {day}: OK, {report.groups_compared} groups identical ({report.rows_read} rows)"
+        + (sketched if job.sketched else "")
     )

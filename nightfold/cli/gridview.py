@@ -19,6 +19,7 @@ CELLS: dict[str, tuple[str, str]] = {
     "planning": ("▶", "cyan"),
     "mapping": ("▶", "cyan"),
     "reducing": ("▶", "cyan"),
+    "combining": ("▶", "cyan"),
     "missing": ("·", "dim"),
 }
 """Each day's cell in the strip: its latest run's state."""

@@ -88,8 +88,10 @@ def render(data: dict[str, Any]) -> RenderableType:
         )
         table = _table(title, "stage", "progress", *STATES, "chunks/s", "ETA", justify="right")
         elapsed = r["elapsed_s"] or 0.0
-        for stage in ("map", "reduce"):
+        for stage in ("map", "reduce", "combine"):
             counts = r["chunks"].get(stage, {})
+            if stage == "combine" and not counts:
+                continue  # only sharded jobs have a combine stage
             total = sum(counts.values())
             done = counts.get("done", 0)
             rate = done / elapsed if elapsed and done else None

@@ -27,6 +27,17 @@ sorted JSON): ``orders``, ``paid_orders``, ``revenue_cents``, ``refunds``,
 and, only when the group has at least one valid order, ``min_order_cents``,
 ``max_order_cents``, ``mean_order_cents`` (rounded half up), ``p50_order_cents``
 and ``p95_order_cents`` (nearest rank).
+
+Sharding (``sharded = True``): the merchants the planner's sampled keys show at
+``chunk_rows`` rows or more (``group_of_key``: the key's merchant part) are hot.
+A hot merchant's customers and per-product revenue are split by ``crc32(id) %
+shards`` (:func:`nightfold.common.jobs.shards.shard_of`); its order counters,
+currencies and malformed counts go to shard 0. So no reduce item holds more
+than one shard of a merchant, however big it is. A merged shard is compacted
+to its customer count and its top ten products; the combine stage adds the
+counts and takes the top ten of the tops. The order-value histogram (``amount
+-> count``) stays whole in shard 0: it grows with the distinct amounts (cents),
+not with customers or products. Other merchants travel whole, as before.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from zlib import crc32
 
 from nightfold.common.jobs.base import Job, MapOutput
 
@@ -90,6 +102,9 @@ class MerchantPartial:
     currencies: set[bytes] = field(default_factory=set)
     malformed: dict[str, int] = field(default_factory=dict)
     """Malformed rows by reason; their total is the ``malformed`` count."""
+    customers_counted: int = 0
+    """Distinct customers known only by their count: a compacted shard's (the
+    customers of different shards are disjoint, so counts add)."""
 
 
 _Slot = tuple[dict[int, int], dict[int, int], set[bytes], dict[bytes, int], set[bytes]]
@@ -261,6 +276,60 @@ class MerchantDaily(Job[MerchantPartial]):
             p = partials[group] = MerchantPartial()
         p.malformed[reason] = p.malformed.get(reason, 0) + 1
 
+    sharded = True
+    """Customers and per-product revenue are split by a hash of the id, so no
+    reduce item holds a whole merchant (module docstring, "Sharding")."""
+    groups_from_keys = True
+
+    def group_of_key(self, key: bytes) -> str | None:
+        """The key's merchant part (only big merchants are sharded: the planner counts
+        them in its sampled keys); None for a key that is not ``SS|day|merchant|order``."""
+        parts = key.split(SEP)
+        if len(parts) != 4 or not all(parts):
+            return None
+        return _text(parts[2])
+
+    def split(
+        self, group: str, partial: MerchantPartial, shards: int
+    ) -> dict[int, MerchantPartial]:
+        """Customers and products by ``shard_of(id)``; the order counters, currencies
+        and malformed counts in shard 0. Shares the partial's containers (a map
+        chunk's partial is not used again)."""
+        p = partial
+        head = MerchantPartial(
+            p.paid, p.refunded, set(), {}, p.currencies, p.malformed, p.customers_counted
+        )
+        parts = {0: head}
+        for customer in p.customers:
+            shard = crc32(customer) % shards  # shards.shard_of, inlined (hot path)
+            part = parts.get(shard)
+            if part is None:
+                part = parts[shard] = MerchantPartial()
+            part.customers.add(customer)
+        for product, revenue in p.products.items():
+            shard = crc32(product) % shards
+            part = parts.get(shard)
+            if part is None:
+                part = parts[shard] = MerchantPartial()
+            part.products[product] = revenue
+        return parts
+
+    def compact(self, group: str, partial: MerchantPartial) -> MerchantPartial:
+        """A merged shard as ``finalize`` needs it: its customers as a count, its
+        products cut to its top ten (a product lives in one shard, so the
+        merchant's top ten are among the shards' tops)."""
+        p = partial
+        top = heapq.nsmallest(TOP_PRODUCTS, p.products.items(), key=lambda kv: (-kv[1], kv[0]))
+        return MerchantPartial(
+            p.paid,
+            p.refunded,
+            set(),
+            dict(top),
+            p.currencies,
+            p.malformed,
+            len(p.customers) + p.customers_counted,
+        )
+
     def merge(self, a: MerchantPartial, b: MerchantPartial) -> MerchantPartial:
         """A new partial holding both; neither input is changed."""
         if len(a.customers) < len(b.customers):
@@ -273,6 +342,7 @@ class MerchantDaily(Job[MerchantPartial]):
                 dict(a.products),
                 set(a.currencies),
                 dict(a.malformed),
+                a.customers_counted,
             ),
             b,
         )
@@ -285,21 +355,27 @@ class MerchantDaily(Job[MerchantPartial]):
         _add_counts(acc.malformed, other.malformed)
         acc.customers |= other.customers
         acc.currencies |= other.currencies
+        acc.customers_counted += other.customers_counted
         return acc
 
     def encode(self, partial: MerchantPartial) -> bytes:
-        """Compact sorted JSON; sets and counters as sorted lists, ids reversible for any bytes."""
-        return _json(
-            {
-                "v": FORMAT_VERSION,
-                "paid": sorted(partial.paid.items()),
-                "refunded": sorted(partial.refunded.items()),
-                "customers": [_id(c) for c in sorted(partial.customers)],
-                "products": [[_id(k), v] for k, v in sorted(partial.products.items())],
-                "currencies": [_id(c) for c in sorted(partial.currencies)],
-                "malformed": partial.malformed,
-            }
-        )
+        """Compact sorted JSON; sets and counters as sorted lists, ids reversible for any bytes.
+
+        ``counted`` (a compacted shard's customer count) appears only when non-zero,
+        so a map chunk's partial has the same bytes as before sharding existed.
+        """
+        doc = {
+            "v": FORMAT_VERSION,
+            "paid": sorted(partial.paid.items()),
+            "refunded": sorted(partial.refunded.items()),
+            "customers": [_id(c) for c in sorted(partial.customers)],
+            "products": [[_id(k), v] for k, v in sorted(partial.products.items())],
+            "currencies": [_id(c) for c in sorted(partial.currencies)],
+            "malformed": partial.malformed,
+        }
+        if partial.customers_counted:
+            doc["counted"] = partial.customers_counted
+        return _json(doc)
 
     def decode(self, data: bytes) -> MerchantPartial:
         """Inverse of :meth:`encode`; raises ``ValueError`` on bytes it did not write."""
@@ -314,6 +390,7 @@ class MerchantDaily(Job[MerchantPartial]):
                 {_raw(k): int(v) for k, v in doc["products"]},
                 {_raw(c) for c in doc["currencies"]},
                 {str(k): int(v) for k, v in doc["malformed"].items()},
+                int(doc.get("counted", 0)),
             )
         except (KeyError, TypeError, AttributeError, UnicodeError) as exc:
             raise ValueError(f"not a merchant_daily partial: {exc!r}") from exc
@@ -334,7 +411,7 @@ class MerchantDaily(Job[MerchantPartial]):
             "revenue_cents": b"%d" % revenue,
             "refunds": b"%d" % refunds,
             "refunded_cents": b"%d" % refunded_cents,
-            "distinct_customers": b"%d" % len(partial.customers),
+            "distinct_customers": b"%d" % (len(partial.customers) + partial.customers_counted),
             "currencies": _json([_id(c) for c in sorted(partial.currencies)]),
             "top_products": _json([[_id(k), v] for k, v in top]),
             "malformed": b"%d" % sum(partial.malformed.values()),

@@ -413,11 +413,15 @@ def _stage_marks(
             at[str(kind)] = t
     end = at.get("run_succeeded") or at.get("run_failed") or at.get("run_cancelled")
     map_start, reduce_start = at.get("run_mapping"), at.get("run_reducing")
+    combine_start = at.get("run_combining")
     if reduce_start and map_start and reduce_start < map_start:
         reduce_start = None  # a retry went back to mapping after an earlier reduce
+    if combine_start and reduce_start and combine_start < reduce_start:
+        combine_start = None  # likewise back to reducing after an earlier combine
     return {
         Stage.MAP.value: (map_start, reduce_start or (end if map_start else None)),
-        Stage.REDUCE.value: (reduce_start, end if reduce_start else None),
+        Stage.REDUCE.value: (reduce_start, combine_start or (end if reduce_start else None)),
+        Stage.COMBINE.value: (combine_start, end if combine_start else None),
     }
 
 

@@ -7,11 +7,17 @@ partials -- only a plain scan of the day's raw ranges in one process, folded by
 the job's ``map_rows`` into a single :class:`MapOutput` (so not even ``merge``,
 ``encode`` or ``decode`` run) and ``finalize`` per group. If the stored
 summaries equal these byte for byte, the pipeline did its job.
+
+A job's *sketched* fields (``Job.sketched``: estimates it chose to keep in
+constant memory) are the exception: the oracle is the job's ``exact_twin``,
+which computes them exactly, and a stored estimate passes when the exact value
+lies within the ``[lo, hi]`` of its ``<field>_bounds`` cell.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +38,13 @@ class Difference:
     field: bytes
     expected: bytes | None
     stored: bytes | None
+    bounds: bytes | None = None
+    """A sketched field's stored ``[lo, hi]`` that does not hold the exact value."""
 
     @property
     def kind(self) -> str:
+        if self.bounds is not None:
+            return "out of bounds"
         if self.stored is None:
             return "missing"
         if self.expected is None:
@@ -45,6 +55,7 @@ class Difference:
         return (
             f"{self.kind} {self.group} {self.field.decode(errors='replace')}: "
             f"expected {self.expected!r}, stored {self.stored!r}"
+            + (f" within {self.bounds!r}" if self.bounds is not None else "")
         )
 
 
@@ -98,9 +109,11 @@ def _finalize(job: Job[Any], out: MapOutput[Any]) -> Summaries:
 def compute_expected(
     store: Store, job: Job[Any], day: dt.date, salt_buckets: int, *, batch_size: int = 2000
 ) -> Summaries:
-    """The summaries the pipeline should have written for ``day``, by brute force."""
-    out, _ = _fold(store, job, day, salt_buckets, batch_size)
-    return _finalize(job, out)
+    """The summaries the pipeline should have written for ``day``, by brute force
+    (sketched fields exactly: their estimates are checked against these by bounds)."""
+    twin = job.exact_twin()
+    out, _ = _fold(store, twin, day, salt_buckets, batch_size)
+    return _finalize(twin, out)
 
 
 def read_stored(store: Store, job: Job[Any], day: dt.date) -> Summaries:
@@ -113,15 +126,40 @@ def read_stored(store: Store, job: Job[Any], day: dt.date) -> Summaries:
     }
 
 
-def compare(expected: Summaries, stored: Summaries) -> list[Difference]:
-    """Every cell that is missing, extra or different, sorted by group and field."""
+BOUNDS_SUFFIX = b"_bounds"
+
+
+def within(exact: bytes, bounds: bytes) -> bool:
+    """Whether a decimal ``exact`` lies within the JSON ``[lo, hi]`` of ``bounds``."""
+    try:
+        lo, hi = json.loads(bounds)
+        return bool(float(lo) <= float(exact) <= float(hi))
+    except (ValueError, TypeError):
+        return False
+
+
+def compare(
+    expected: Summaries, stored: Summaries, sketched: Iterable[str] = ()
+) -> list[Difference]:
+    """Every cell that is missing, extra or different, sorted by group and field; a
+    sketched field (``s:<field>`` of ``sketched``) differs only when its stored
+    ``_bounds`` cell is missing or does not hold the expected (exact) value."""
+    approx = {b"s:" + f.encode() for f in sketched}
+    bounds = {column + BOUNDS_SUFFIX for column in approx}
     differences: list[Difference] = []
     for group in sorted(expected.keys() | stored.keys()):
         want = expected.get(group, {})
         have = stored.get(group, {})
         for name in sorted(want.keys() | have.keys()):
-            if want.get(name) != have.get(name):
-                differences.append(Difference(group, name, want.get(name), have.get(name)))
+            if name in bounds and name[: -len(BOUNDS_SUFFIX)] in (want.keys() | have.keys()):
+                continue  # checked with its field
+            exact, value = want.get(name), have.get(name)
+            if name in approx and exact is not None and value is not None:
+                box = have.get(name + BOUNDS_SUFFIX)
+                if box is None or not within(exact, box):
+                    differences.append(Difference(group, name, exact, value, box or b"missing"))
+            elif exact != value:
+                differences.append(Difference(group, name, exact, value))
     return differences
 
 
@@ -129,8 +167,9 @@ def verify_day(
     store: Store, job: Job[Any], day: dt.date, salt_buckets: int, *, batch_size: int = 2000
 ) -> VerifyReport:
     """Recompute ``day`` from the raw rows and compare with the stored summaries."""
-    out, scanned = _fold(store, job, day, salt_buckets, batch_size)
-    expected = _finalize(job, out)
+    twin = job.exact_twin()
+    out, scanned = _fold(store, twin, day, salt_buckets, batch_size)
+    expected = _finalize(twin, out)
     stored = read_stored(store, job, day)
     return VerifyReport(
         job=job.name,
@@ -140,5 +179,5 @@ def verify_day(
         groups_compared=len(expected.keys() | stored.keys()),
         rows_read=scanned,
         rows_malformed=out.rows_malformed,
-        differences=compare(expected, stored),
+        differences=compare(expected, stored, job.sketched),
     )

@@ -7,6 +7,7 @@ cuts. The store calls are counted by a wrapper of the real store (instrumentatio
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -25,6 +26,7 @@ from nightfold.common.jobs import get_job
 from nightfold.common.keys import KeyRange, day_ranges, move_day
 from nightfold.common.states import RunState, Stage
 from nightfold.common.store import Store, open_store
+from nightfold.jobs.merchant_daily import MerchantDaily
 from nightfold.master.planner import PROBE_KEYS, PROBES_PER_PIECE, compute_plan
 from nightfold.ops.seeding import seed_day
 from tests.support.counting import CountingStore, Tally, counting_opener
@@ -55,6 +57,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         upgrade(engine)
         yield url, engine
         engine.dispose()
+
+
+class Unsharded(MerchantDaily):
+    """merchant_daily without shards: nothing to plan but the chunks."""
+
+    sharded = False
 
 
 def new_run(engine: Engine, day: dt.date, generation: int = 1) -> RunInfo:
@@ -129,6 +137,8 @@ def test_a_presplit_day_is_planned_from_its_regions_with_bounded_reads(
     assert len(chunks) >= REGIONS
     # And the estimate is an estimate, of the right order
     assert len(keys) / 4 <= plan.rows_estimate <= len(keys) * 4
+    # And the merchants sharded are the big ones
+    assert_hot_are_the_big_ones(plan.hot, keys)
 
 
 def test_an_earlier_nights_chunks_replace_the_probes(backend: tuple[str, Engine]) -> None:
@@ -158,11 +168,12 @@ def test_an_earlier_nights_chunks_replace_the_probes(backend: tuple[str, Engine]
                 .values(state="done", rows_read=count(keys, r))
             )
         conn.execute(update(Run).where(Run.id == yesterday.id).values(state=RunState.SUCCEEDED))
-    # When today is planned
+    # When today is planned for a job that does not shard (a sharded one, like
+    # merchant_daily, probes every piece for its hot groups all the same)
     tally = Tally()
     counted = CountingStore(open_store(seeded), tally)
     try:
-        plan = compute_plan(counted, get_job("merchant_daily"), new_run(engine, DAY), engine=engine)
+        plan = compute_plan(counted, Unsharded(), new_run(engine, DAY), engine=engine)
     finally:
         counted.close()
     # Then the store was asked for its regions only, and the chunks hold about chunk_rows
@@ -175,3 +186,67 @@ def test_an_earlier_nights_chunks_replace_the_probes(backend: tuple[str, Engine]
     assert plan.rows_estimate == len(keys)
     assert 0.8 * CHUNK_ROWS <= median(sizes) <= 1.25 * CHUNK_ROWS
     assert max(sizes) <= 2 * CHUNK_ROWS
+
+
+def assert_hot_are_the_big_ones(hot: tuple[str, ...] | None, keys: list[bytes]) -> None:
+    """Every merchant of a chunk's rows or more is sharded, none below a quarter chunk
+    (the planner's threshold is half a chunk, of an estimate)."""
+    job = get_job("merchant_daily")
+    rows_of = Counter(job.group_of_key(k) for k in keys)
+    assert hot is not None
+    assert {g for g, n in rows_of.items() if g and n >= CHUNK_ROWS} <= set(hot)
+    assert set(hot) <= {g for g, n in rows_of.items() if g and n >= CHUNK_ROWS / 4}
+
+
+def done_night(
+    engine: Engine, run: RunInfo, plan_specs: list[ChunkSpec], keys: list[bytes]
+) -> None:
+    """Record ``plan_specs`` as ``run``'s succeeded night, each map chunk done with its
+    true row count among ``keys``: the guideposts a later night borrows."""
+    maps = [s for s in plan_specs if s.stage is Stage.MAP]
+    with engine.begin() as conn:
+        assert record_plan(conn, run.id, maps, "test")
+        for spec in maps:
+            conn.execute(
+                update(Chunk)
+                .where(Chunk.run_id == run.id, Chunk.idx == spec.idx, Chunk.stage == "map")
+                .values(state="done", rows_read=count(keys, spec.key_range))
+            )
+        conn.execute(update(Run).where(Run.id == run.id).values(state=RunState.SUCCEEDED))
+
+
+def test_a_hot_merchant_is_found_by_the_probes_and_by_the_guideposts(
+    backend: tuple[str, Engine],
+) -> None:
+    seeded, engine = backend
+    job = get_job("merchant_daily")
+    first, second = DAY + dt.timedelta(days=10), DAY + dt.timedelta(days=11)
+    # Given two days where one merchant holds 30% of the rows
+    store = open_store(seeded)
+    try:
+        for day in (first, second):
+            seed_day(store, day, ROWS, salt_buckets=16, hot_share=0.3)
+        keys = {
+            day: [
+                k
+                for r in day_ranges(day, 16)
+                for k, _ in store.scan("nightfold_raw", r, keys_only=True)
+            ]
+            for day in (first, second)
+        }
+        rows_of = Counter(job.group_of_key(k) for k in keys[first])
+        hot = max((g for g in rows_of if g), key=lambda g: rows_of[g])
+        assert rows_of[hot] >= 0.25 * ROWS
+        # When the first is planned from probes, and the second from the first's chunks
+        run1 = new_run(engine, first)
+        plan1 = compute_plan(store, job, run1, engine=engine)
+        done_night(engine, run1, plan1.specs, keys[first])
+        plan2 = compute_plan(store, job, new_run(engine, second), engine=engine)
+    finally:
+        store.close()
+    # Then both nights shard the big merchants (the guideposts set the second night's
+    # cuts; a sharded job probes its pieces all the same, to find whose rows are where)
+    assert plan1.estimate_source == "probes" and plan2.estimate_source == "guideposts"
+    for plan, day in ((plan1, first), (plan2, second)):
+        assert plan.hot is not None and hot in plan.hot
+        assert_hot_are_the_big_ones(plan.hot, keys[day])

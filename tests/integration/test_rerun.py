@@ -114,28 +114,29 @@ def test_rerun_after_a_correction_leaves_exactly_the_new_generation(
 
 
 @pytest.mark.parametrize("rows", [20_000])
-def test_rerun_killed_during_its_reduce_still_leaves_exactly_the_new_generation(
+def test_rerun_killed_while_writing_its_summaries_still_leaves_exactly_the_new_generation(
     cluster: Cluster, db: Engine, store: Store
 ) -> None:
     cluster.worker()
     gone, broken = run_and_correct(cluster, store)
-    # Given a rerun whose reduce is slow (about 5 s per reduce item)
+    # Given a rerun whose summary writes are slow (about 5 s per combine item: the job is
+    # sharded, so its combine items finalize and write the summaries)
     cluster.env["NIGHTFOLD_TEST_FINALIZE_SLEEP"] = "0.05"
     victim = cluster.worker()
     master = cluster.master(DAY, "--job", JOB, "--rerun")
 
-    def mid_reduce() -> bool:
+    def mid_combine() -> bool:
         return (
-            run_state(db) == "reducing"
-            and chunk_counts(db, "reduce").get("done", 0) >= 1
+            run_state(db) == "combining"
+            and chunk_counts(db, "combine").get("done", 0) >= 1
             and claimed_by(db, victim.pid)
         )
 
-    wait_for(mid_reduce, 240, "the rerun's reduce to be under way", poll=0.05)
-    # When the master and a worker holding a reduce item are SIGKILLed
+    wait_for(mid_combine, 240, "the rerun's combine to be under way", poll=0.05)
+    # When the master and a worker holding a combine item are SIGKILLed
     kill(master)
     kill(victim)
-    assert run_state(db) == "reducing", "killed too late to test a mid-reduce restart"
+    assert run_state(db) == "combining", "killed too late to test a mid-combine restart"
     # Then a restarted master resumes the same generation and it succeeds
     cluster.worker()
     restarted = cluster.master(DAY, "--job", JOB)

@@ -4,9 +4,16 @@ the executor in process: what it commits, and what a reduce then counts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from nightfold.common.db.chunks import Claim
+from nightfold.common.db.runs import RunInfo
 from nightfold.common.db.segments import SegmentRef, SegmentSpec
+from nightfold.common.jobs.base import Job
+from nightfold.common.keys import combine_prefix, partial_prefix, prefix_range
+from nightfold.common.states import Stage
+from nightfold.common.store.base import Store
+from nightfold.worker.executor import execute
 
 
 class NoLease:
@@ -53,3 +60,16 @@ class MemoryIO:
 
     def rows(self, idx: int) -> int:
         return sum(s.rows_read for (i, _), (_, s) in self.segments.items() if i == idx)
+
+
+def reduce_day(store: Store, job: Job[Any], run: RunInfo, io: MemoryIO, buckets: int) -> None:
+    """Every reduce item of ``run`` over what ``io`` committed, then (a sharded job)
+    every combine item: the rest of the day after its maps, in process."""
+    stages = [Stage.REDUCE, Stage.COMBINE] if job.sharded else [Stage.REDUCE]
+    for stage in stages:
+        for bucket in range(buckets):
+            at = (partial_prefix if stage is Stage.REDUCE else combine_prefix)(
+                run.job, run.day, run.generation, bucket
+            )
+            c = Claim(1, run, stage, bucket, prefix_range(at), "r", 1)
+            execute(c, store, job, NoLease(), io)

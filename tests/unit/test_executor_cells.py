@@ -19,6 +19,7 @@ from nightfold.common.jobs import get_job
 from nightfold.common.keys import (
     PARTIALS_TABLE,
     KeyRange,
+    combine_prefix,
     partial_key,
     partial_prefix,
     prefix_range,
@@ -28,7 +29,7 @@ from nightfold.common.store.local import LocalStore
 from nightfold.jobs.merchant_daily import MerchantDaily, MerchantPartial
 from nightfold.ops.seeding import seed_day
 from nightfold.ops.verify import compute_expected, read_stored
-from nightfold.worker.executor import run_map, run_reduce
+from nightfold.worker.executor import execute, run_map, run_reduce
 from tests.support.segments import MemoryIO, NoLease
 
 DAY = dt.date(2026, 11, 22)
@@ -54,22 +55,31 @@ def claim(stage: Stage, idx: int, key_range: KeyRange, max_cell_bytes: int) -> C
     return Claim(1, run, stage, idx, key_range, "w", 1)
 
 
+class Unsharded(MerchantDaily):
+    """merchant_daily reducing whole groups (no combine stage)."""
+
+    sharded = False
+
+
 def map_one(c: Claim, store: LocalStore, job: Any, io: MemoryIO) -> None:
     """Run the map chunk and commit its segments (as the processor does)."""
     io.claim = c
     io.finish(run_map(c, store, job, LEASE, io).last)
 
 
-def reduce_all(store: LocalStore, max_cell_bytes: int, io: MemoryIO | None = None) -> None:
+def reduce_all(
+    store: LocalStore, max_cell_bytes: int, io: MemoryIO | None = None, job: Any = None
+) -> None:
+    """Every reduce item, then (a sharded job) every combine item."""
+    job = job or get_job("merchant_daily")
+    io = io or MemoryIO()
     for bucket in range(BUCKETS):
         rng = prefix_range(partial_prefix("merchant_daily", DAY, 1, bucket))
-        run_reduce(
-            claim(Stage.REDUCE, bucket, rng, max_cell_bytes),
-            store,
-            get_job("merchant_daily"),
-            LEASE,
-            (io or MemoryIO()).committed(),
-        )
+        c = claim(Stage.REDUCE, bucket, rng, max_cell_bytes)
+        run_reduce(c, store, job, LEASE, io.committed())
+    for bucket in range(BUCKETS if job.sharded else 0):
+        rng = prefix_range(combine_prefix("merchant_daily", DAY, 1, bucket))
+        execute(claim(Stage.COMBINE, bucket, rng, max_cell_bytes), store, job, LEASE, io)
 
 
 @pytest.mark.parametrize("bound", [1, 97, 1 << 20])
@@ -94,7 +104,7 @@ def test_no_partial_cell_exceeds_the_bound_and_summaries_are_exact(
 
 def test_legacy_single_cell_partials_are_still_reduced(store: LocalStore) -> None:
     # Given a partial written by a version that did not split (qualifier p:<group>)
-    job = MerchantDaily()
+    job = Unsharded()
     p = MerchantPartial()
     p.paid[500] = 2
     p.customers.add(b"c1")
@@ -104,7 +114,7 @@ def test_legacy_single_cell_partials_are_still_reduced(store: LocalStore) -> Non
         [(partial_key("merchant_daily", DAY, 1, bucket, 0), {b"p:m1": job.encode(p)})],
     )
     # When it is reduced
-    reduce_all(store, 1 << 20)
+    reduce_all(store, 1 << 20, job=job)
     # Then its summary is there
     assert read_stored(store, job, DAY)["m1"] == job.finalize("m1", p)
 
@@ -135,8 +145,12 @@ def test_a_summary_cell_above_the_bound_is_a_job_error_naming_group_and_column(
     for bucket in range(BUCKETS):
         rng = prefix_range(partial_prefix("wide_summary", DAY, 1, bucket))
         r = dataclasses.replace(c, stage=Stage.REDUCE, idx=bucket, key_range=rng)
+        run_reduce(r, store, job, LEASE, io.committed())
+    for bucket in range(BUCKETS):
+        rng = prefix_range(combine_prefix("wide_summary", DAY, 1, bucket))
+        r = dataclasses.replace(c, stage=Stage.COMBINE, idx=bucket, key_range=rng)
         try:
-            run_reduce(r, store, job, LEASE, io.committed())
+            execute(r, store, job, LEASE, io)
         except CellTooLarge as exc:
             assert "summary cell 's:wide' of group 'm" in str(exc)
             assert "300 bytes, above max_cell_bytes=256" in str(exc)

@@ -19,13 +19,13 @@ from nightfold.common.db.chunks import Claim
 from nightfold.common.db.runs import RunInfo, RunParams
 from nightfold.common.db.segments import SegmentSpec
 from nightfold.common.jobs import get_job
-from nightfold.common.keys import PARTIALS_TABLE, KeyRange, partial_prefix, prefix_range
+from nightfold.common.keys import PARTIALS_TABLE, KeyRange
 from nightfold.common.states import RunState, Stage
 from nightfold.common.store.local import LocalStore
 from nightfold.ops.seeding import seed_day
 from nightfold.ops.verify import compute_expected, read_stored
-from nightfold.worker.executor import run_map, run_reduce
-from tests.support.segments import MemoryIO, NoLease
+from nightfold.worker.executor import run_map
+from tests.support.segments import MemoryIO, NoLease, reduce_day
 
 DAY = dt.date(2026, 11, 22)
 BUCKETS = 3
@@ -97,10 +97,7 @@ def claim(idx: int, key_range: KeyRange, attempt: int, p: RunParams, io: MemoryI
 
 def reduce_and_check(store: LocalStore, io: MemoryIO, p: RunParams) -> None:
     run = RunInfo(1, "merchant_daily", DAY, 1, RunState.REDUCING, "m", False, p, None)
-    for bucket in range(BUCKETS):
-        rng = prefix_range(partial_prefix("merchant_daily", DAY, 1, bucket))
-        c = Claim(1, run, Stage.REDUCE, bucket, rng, "r", 1)
-        run_reduce(c, store, JOB, NoLease(), io.committed())
+    reduce_day(store, JOB, run, io, BUCKETS)
     assert read_stored(store, JOB, DAY) == compute_expected(store, JOB, DAY, SALT)
 
 

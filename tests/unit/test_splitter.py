@@ -23,6 +23,7 @@ from nightfold.master.splitter import (
     pieces,
     plan_chunks,
     probe_points,
+    sample_weights,
 )
 
 DAY = dt.date(2026, 11, 22)
@@ -273,3 +274,24 @@ def test_probe_points_spread_over_real_keys() -> None:
     points = probe_points(first, last, 4)
     assert len(points) == 3
     assert all(p.startswith(prefix_range(first[:12]).start) for p in points)
+
+
+def test_sample_weights_share_each_pieces_estimated_rows_among_its_sampled_keys() -> None:
+    whole = R(b"a", b"b")
+    partial = R(b"b", b"c")
+    samples = {
+        whole: Sample(whole, 4, (b"a1", b"a2")),  # fewer than the limit: the whole piece
+        partial: Sample(partial, 2, (b"b1", b"b2"), (b"b9", b"b8"), ((b"b5", (b"b5", b"b6")),)),
+    }
+    chunks = [
+        PlannedChunk(R(b"a", b"b"), 2),
+        PlannedChunk(R(b"b", b"b5"), 300),
+        PlannedChunk(R(b"b5", b"c"), 300),
+        PlannedChunk(R(b"c", b"d"), 10_000),  # not probed: stands for nothing
+    ]
+    weighted = dict(sample_weights(samples, chunks))
+    assert weighted == {
+        b"a1": 1.0,
+        b"a2": 1.0,
+        **{k: 100.0 for k in (b"b1", b"b2", b"b9", b"b8", b"b5", b"b6")},
+    }

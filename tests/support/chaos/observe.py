@@ -42,10 +42,13 @@ class Snap:
         if self.state == "mapping":
             total = self.total("map")
             return "switch" if total and self.n("map", "done") == total else "map"
+        if self.state == "combining":  # a sharded job: its summaries are written here
+            total = self.total("combine")
+            return "finishing" if total and self.n("combine", "done") == total else "reduce"
         total = self.total("reduce")
         done = self.n("reduce", "done")
         if total and done == total:
-            return "finishing"
+            return "reduce" if self.total("combine") else "finishing"
         if done == 0 and self.n("reduce", "claimed") == 0:
             return "switch"
         return "reduce"
