@@ -165,18 +165,25 @@ def plan_once(url: str, engine: Any, generation: int) -> dict[str, Any]:
     """compute_plan + record_plan, step by step and timed, on a counted store."""
     from nightfold.common.db import runs as run_repo
     from nightfold.common.db.chunks import ChunkSpec
-    from nightfold.common.jobs import get_job
+    from nightfold.common.jobs import get_job, shards
     from nightfold.common.keys import day_ranges, partial_prefix, prefix_range
     from nightfold.common.states import Stage
     from nightfold.common.store import open_store
     from nightfold.master.planner import (
+        HOT_SHARE_OF_CHUNK,
         MAX_MAP_CHUNKS,
         Plan,
         load_guideposts,
         record_plan,
         sample_pieces,
     )
-    from nightfold.master.splitter import covered, estimate_rows, pieces, plan_chunks
+    from nightfold.master.splitter import (
+        covered,
+        estimate_rows,
+        pieces,
+        plan_chunks,
+        sample_weights,
+    )
     from tests.support.counting import CountingStore, Tally, counting_opener
 
     job = get_job("merchant_daily")
@@ -193,14 +200,23 @@ def plan_once(url: str, engine: Any, generation: int) -> dict[str, Any]:
         (guideposts, lender), t_guideposts = _timed(lambda: load_guideposts(engine, run))
         all_pieces = pieces(ranges, regions)
         todo = [p for p in all_pieces if not covered(p, guideposts)]
+        probed = all_pieces if job.sharded else todo  # as plan_map(sample_all=job.sharded)
         samples, t_probes = _timed(
             lambda: sample_pieces(
-                store, job.raw_table, todo, counting_opener(lambda: open_store(url), tally)
+                store, job.raw_table, probed, counting_opener(lambda: open_store(url), tally)
             )
         )
+        uncovered = {p: samples[p] for p in todo}
         chunks, t_split = _timed(
             lambda: plan_chunks(
-                ranges, regions, guideposts, samples, params.chunk_rows, MAX_MAP_CHUNKS
+                ranges, regions, guideposts, uncovered, params.chunk_rows, MAX_MAP_CHUNKS
+            )
+        )
+        hot, t_hot = _timed(
+            lambda: shards.hot_groups(
+                job,
+                sample_weights(samples, chunks),
+                params.chunk_rows * HOT_SHARE_OF_CHUNK,
             )
         )
         specs = [ChunkSpec(Stage.MAP, i, c.range) for i, c in enumerate(chunks)]
@@ -224,10 +240,12 @@ def plan_once(url: str, engine: Any, generation: int) -> dict[str, Any]:
         "guideposts_s": t_guideposts,
         "probes_s": t_probes,
         "split_s": t_split,
+        "hot_s": t_hot,
+        "hot_groups": None if hot is None else len(hot),
         "record_s": t_record,
         "regions": len(regions) + 1,
         "pieces": len(all_pieces),
-        "pieces_probed": len(todo),
+        "pieces_probed": len(probed),
         "guideposts": len(guideposts),
         "lender": lender,
         "probe_calls": tally.calls["probe_keys"],
@@ -446,6 +464,8 @@ def run(reps: int = REPS) -> dict[str, Any]:
     # upper bound takes the measured 20,000-chunk record.
     first_1b = listing_1b + probing_1b + split_per_piece * BIG_DAY_REGIONS + scale["record_s"]
     guided_1b = listing_1b + scale["load_guideposts_s"] + scale["split_s"] + scale["record_s"]
+    # a sharded job (merchant_daily) probes every piece on guidepost nights too (hot groups)
+    guided_sharded_1b = guided_1b + probing_1b
     ratio_first, ratio_guided = growth("first"), growth("guideposts")
     result = {
         "rows_small": days["small"],
@@ -462,7 +482,7 @@ def run(reps: int = REPS) -> dict[str, Any]:
         "steps_s": {
             key: {
                 step: round(med(key, f"{step}_s"), 4)
-                for step in ("regions", "guideposts", "probes", "split", "record")
+                for step in ("regions", "guideposts", "probes", "split", "hot", "record")
             }
             for key in runs
         },
@@ -490,10 +510,12 @@ def run(reps: int = REPS) -> dict[str, Any]:
             "probing_s": round(probing_1b, 2),
             "first_night_plan_s": round(first_1b, 1),
             "guideposts_plan_s": round(guided_1b, 1),
+            "guideposts_sharded_job_plan_s": round(guided_sharded_1b, 1),
             "formula": (
                 "first night: 256 x per_region_s + 256 x probes_per_piece x per_probe_s / "
                 "SCAN_THREADS + 256 x split_per_probed_piece_s + record of 20,000 chunks; "
                 "guideposts: 256 x per_region_s + load, split and record of 20,000 chunks "
+                "(a sharded job: plus the first night's probing) "
                 "(scale_1b_measured: MariaDB and the pure split at that size, made-up keys)"
             ),
         },
