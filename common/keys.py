@@ -56,6 +56,17 @@ def prefix_range(prefix: bytes) -> KeyRange:
     return KeyRange(prefix, end)
 
 
+def common_prefix(a: bytes, b: bytes) -> bytes:
+    """The longest prefix ``a`` and ``b`` share: where cut points are computed from
+    (the planner's interpolated cuts, a worker's split cut)."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
+
+
 def day_token(day: dt.date) -> bytes:
     return day.strftime("%Y%m%d").encode()
 

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 
-from nightfold.common.keys import KeyRange, move_day
+from nightfold.common.keys import KeyRange, common_prefix, move_day
 
 POSITION_BYTES = 24
 """Bytes after a common prefix that key interpolation reads as one number."""
@@ -101,18 +101,9 @@ Knots = list[tuple[bytes, float]]
 # -- keys as numbers -----------------------------------------------------------------------
 
 
-def _common_prefix(a: bytes, b: bytes) -> bytes:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return a[:n]
-
-
 def _frame(lo: bytes, hi: bytes) -> tuple[bytes, int, int]:
     """``(common prefix, lo, hi)``: the two keys as numbers after their common prefix."""
-    prefix = _common_prefix(lo, hi) if hi else b""
+    prefix = common_prefix(lo, hi) if hi else b""
     top = 1 << (8 * POSITION_BYTES)
     return prefix, _number(lo, prefix), _number(hi, prefix) if hi else top
 

@@ -32,7 +32,6 @@ from nightfold.common.keys import (
     KeyRange,
     combine_key,
     hot_groups_key,
-    summary_key,
 )
 from nightfold.common.store.base import Store
 from nightfold.worker import cells as partial_cells
@@ -101,17 +100,11 @@ def run_combine(claim: Claim, store: Store, job: Job[Any], lease: Lease) -> exec
             lease.tick(read, key)
 
     merged = shards.combine(job, decoded())
-    day = claim.run.day
-    bound = claim.run.params.max_cell_bytes
-    wanted = {
-        summary_key(day, g): executor.bounded(job, g, job.finalize(g, merged[g]), bound)
-        for g in sorted(merged)
-    }
-    executor.write_summaries(
+    executor.finalize_into_summaries(
         claim,
         store,
         job,
-        wanted,
+        merged,
         beat=lambda: lease.tick(read, last),
         fence=lambda: lease.tick(read, last, force=True),
     )

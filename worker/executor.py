@@ -162,21 +162,34 @@ def run_reduce(
             fence=lambda: lease.tick(read, last, force=True),
         )
         return Result(read, 0)
+    finalize_into_summaries(
+        claim,
+        store,
+        job,
+        merged,
+        beat=lambda: lease.tick(read, last),
+        fence=lambda: lease.tick(read, last, force=True),
+    )
+    return Result(read, 0)
+
+
+def finalize_into_summaries(
+    claim: Claim,
+    store: Store,
+    job: Job[Any],
+    merged: dict[str, Any],
+    beat: Callable[[], None],
+    fence: Callable[[], None],
+) -> None:
+    """Finalize each whole group of the item (a reduce's, or a combine's once the
+    shards met) and make the item's summary rows exactly that."""
     day = claim.run.day
     bound = claim.run.params.max_cell_bytes
     wanted = {
         summary_key(day, g): bounded(job, g, job.finalize(g, merged[g]), bound)
         for g in sorted(merged)
     }
-    write_summaries(
-        claim,
-        store,
-        job,
-        wanted,
-        beat=lambda: lease.tick(read, last),
-        fence=lambda: lease.tick(read, last, force=True),
-    )
-    return Result(read, 0)
+    write_summaries(claim, store, job, wanted, beat=beat, fence=fence)
 
 
 def write_summaries(

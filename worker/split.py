@@ -32,7 +32,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nightfold.common.keys import KeyRange, prefix_range
+from nightfold.common.keys import KeyRange, common_prefix, prefix_range
 from nightfold.common.store.base import Store
 
 Probe = Callable[[bytes, int], list[bytes]]
@@ -137,15 +137,6 @@ def _alphabet(seen: set[int], all_digits: bool) -> list[int]:
     return sorted(seen)
 
 
-def _common_prefix(a: bytes, b: bytes) -> bytes:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return a[:n]
-
-
 def choose_cut(start: bytes, end: bytes, probe: Probe, min_rows: int) -> Cut | None:
     """A cut of the remaining range ``[start, end)`` (``end`` empty: unbounded) that
     halves its rows by estimate, or None when either side would hold fewer than
@@ -165,11 +156,11 @@ def choose_cut(start: bytes, end: bytes, probe: Probe, min_rows: int) -> Cut | N
     seen = [*first_keys, bound]
     # a first, rough space (any digit anywhere a digit was seen) to find the last
     # row and see the shape of the keys across the range
-    rough = _Space(_common_prefix(first, bound), seen, all_digits=True)
+    rough = _Space(common_prefix(first, bound), seen, all_digits=True)
     last = _find_last(rough, first_keys[-1], bound, look, seen)
     if last <= first:
         return None
-    prefix = _common_prefix(first, last)
+    prefix = common_prefix(first, last)
     rough = _Space(prefix, seen, all_digits=True)
     a, b = rough.pos(first), rough.pos(last)
     for i in range(1, SHAPE_PROBES):
