@@ -170,7 +170,7 @@ def plan_once(url: str, engine: Any, generation: int) -> dict[str, Any]:
     from nightfold.common.states import Stage
     from nightfold.common.store import open_store
     from nightfold.master.planner import (
-        HOT_SHARE_OF_CHUNK,
+        HOT_CHUNKS,
         MAX_MAP_CHUNKS,
         Plan,
         load_guideposts,
@@ -216,7 +216,7 @@ def plan_once(url: str, engine: Any, generation: int) -> dict[str, Any]:
             lambda: shards.hot_groups(
                 job,
                 sample_weights(samples, chunks),
-                params.chunk_rows * HOT_SHARE_OF_CHUNK,
+                params.chunk_rows * HOT_CHUNKS,
             )
         )
         specs = [ChunkSpec(Stage.MAP, i, c.range) for i, c in enumerate(chunks)]

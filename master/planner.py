@@ -72,11 +72,14 @@ SCAN_THREADS = 4
 MAX_MAP_CHUNKS = 20_000
 """At most this many map chunks (or one per region piece, if more): 20,000 is a
 1B-row day at the default 50k rows a chunk; beyond, chunks grow (PHOENIX-2724)."""
-HOT_SHARE_OF_CHUNK = 0.5
-"""A sharded job's group is hot (sharded) from half a chunk's estimated rows: the
-estimate comes from a few thousand probed keys, and first-night estimates run low
-where keys cluster by group (bench/plan.py); sharding a group needlessly costs a
-little combine work, missing a hot one costs the reducer memory."""
+HOT_CHUNKS = 1
+"""A sharded job's group is hot (sharded) from this many chunks' estimated rows. What
+a group costs the reducer that holds it whole grows with its distinct values, at
+most its rows: about a chunk is what one map chunk holds anyway, so sharding smaller
+groups would cost a combine for no memory. The estimate (a few thousand probed
+keys, each standing for a share of its piece's estimated rows) runs low where keys
+cluster by group (0.56x for a merchant of 67 % of a 20k-row day), which is why the
+bar is not higher; a group missed stays exact, only its reducer's memory grows."""
 GUIDEPOST_LOOKBACK_DAYS = 7
 """How far back an earlier night may be to lend its guideposts."""
 
@@ -263,7 +266,7 @@ def compute_plan(
     hot: list[str] | None = None
     if job.sharded:  # only the hot groups are split; their shards meet again in combine
         weighted = sample_weights(mapped.samples, mapped.chunks)
-        hot = shards.hot_groups(job, weighted, params.chunk_rows * HOT_SHARE_OF_CHUNK)
+        hot = shards.hot_groups(job, weighted, params.chunk_rows * HOT_CHUNKS)
         if hot is not None:  # written before the plan is recorded: every map chunk reads it
             key = hot_groups_key(run.job, run.day, run.generation)
             store.put_many(PARTIALS_TABLE, [(key, {HOT_COLUMN: shards.encode_hot(hot)})])

@@ -70,7 +70,7 @@ class Job(ABC, Generic[P]):
 
     groups_from_keys: ClassVar[bool] = False
     """Whether :meth:`group_of_key` tells a raw row's group from its key alone: then
-    the planner counts groups in its sampled keys and only the big ones (about
+    the planner counts groups in the keys it probes and only the big ones (about
     ``chunk_rows`` rows or more) are sharded; otherwise a sharded job shards all."""
 
     def group_of_key(self, key: bytes) -> str | None:

@@ -22,7 +22,7 @@ spread them).
 Only the groups that need it are sharded: splitting a small group costs up to
 ``R`` small partials per chunk instead of one. A job that can tell a row's group
 from its key (``Job.group_of_key``) lets the planner count groups in the keys it
-samples anyway; the groups estimated at ``chunk_rows`` rows or more are *hot*
+probes anyway; the groups estimated at ``chunk_rows`` rows or more are *hot*
 (:func:`hot_groups`), the list is written once per run beside its partials
 (``keys.hot_groups_key``) before the plan is recorded, and every map chunk
 shards exactly those and writes the others whole (the sub-group ``<group> 0x1F

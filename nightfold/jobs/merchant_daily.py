@@ -28,7 +28,7 @@ and, only when the group has at least one valid order, ``min_order_cents``,
 ``max_order_cents``, ``mean_order_cents`` (rounded half up), ``p50_order_cents``
 and ``p95_order_cents`` (nearest rank).
 
-Sharding (``sharded = True``): the merchants the planner's sampled keys show at
+Sharding (``sharded = True``): the merchants the planner's probed keys show at
 ``chunk_rows`` rows or more (``group_of_key``: the key's merchant part) are hot.
 A hot merchant's customers and per-product revenue are split by ``crc32(id) %
 shards`` (:func:`nightfold.common.jobs.shards.shard_of`); its order counters,
