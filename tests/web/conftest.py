@@ -30,6 +30,7 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures)
     hbase_url,
     rabbitmq_service_url,
     rows,
+    seed_args,
 )
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.pipeline import Cluster
