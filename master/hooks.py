@@ -205,7 +205,9 @@ class MasterLog(MasterHooks):
             )
         else:
             log.info(
-                "run %s: map done, reducing",
+                "run %s: %s done, %s",
                 run.label,
+                stage.value,
+                nxt.value,
                 extra=fields(run=run.label, stage=stage, master=me),
             )

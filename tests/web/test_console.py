@@ -129,6 +129,8 @@ def test_retry_the_dead_chunks_of_a_failed_run(
         NIGHTFOLD_JOB_MODULES="tests.support.jobs",
         NIGHTFOLD_MAX_ATTEMPTS="1",
         NIGHTFOLD_CHUNK_ROWS="1000",
+        # one attempt a chunk: the 4 s test lease would let a stall under load kill one
+        NIGHTFOLD_LEASE_SECONDS="30",
     )
     cluster.worker()
     master = cluster.master(PIPELINE_DAY, "--job", "poison_daily")
