@@ -36,13 +36,11 @@ from nightfold.common.db.runs import RunInfo
 from nightfold.common.jobs import shards
 from nightfold.common.jobs.base import Job
 from nightfold.common.keys import (
-    HOT_COLUMN,
     PARTIAL_FAMILY,
     PARTIALS_TABLE,
     KeyRange,
     combine_prefix,
     day_ranges,
-    hot_groups_key,
     partial_prefix,
     prefix_range,
 )
@@ -97,6 +95,8 @@ class Plan:
     """Probe reads made (store calls besides the region listing)."""
     hot: tuple[str, ...] | None = None
     """A sharded job's hot groups (estimated; None: every group is sharded)."""
+    hot_groups: str | None = None
+    """``hot`` as the run row records it with the plan (None: the job is not sharded)."""
 
     @property
     def map_chunks(self) -> int:
@@ -267,12 +267,10 @@ def compute_plan(
     if job.sharded:  # only the hot groups are split; their shards meet again in combine
         weighted = sample_weights(mapped.samples, mapped.chunks)
         hot = shards.hot_groups(job, weighted, params.chunk_rows * HOT_CHUNKS)
-        if hot is not None:  # written before the plan is recorded: every map chunk reads it
-            key = hot_groups_key(run.job, run.day, run.generation)
-            store.put_many(PARTIALS_TABLE, [(key, {HOT_COLUMN: shards.encode_hot(hot)})])
-        for bucket in range(params.reduce_buckets):
-            prefix = combine_prefix(run.job, run.day, run.generation, bucket)
-            specs.append(ChunkSpec(Stage.COMBINE, bucket, prefix_range(prefix)))
+        if shards.has_combine(job, hot):  # no hot group: the reduce items finalize
+            for bucket in range(params.reduce_buckets):
+                prefix = combine_prefix(run.job, run.day, run.generation, bucket)
+                specs.append(ChunkSpec(Stage.COMBINE, bucket, prefix_range(prefix)))
     sources = [n for n, used in (("guideposts", lender), ("probes", mapped.probed)) if used]
     plan = Plan(
         specs=specs,
@@ -282,6 +280,7 @@ def compute_plan(
         pieces=mapped.pieces,
         probes=mapped.probes,
         hot=None if hot is None else tuple(hot),
+        hot_groups=shards.encode_plan_hot(hot) if job.sharded else None,
     )
     log.info(
         "run %s: %d pieces over %d regions; %s%d pieces probed (%d reads)%s",
@@ -299,7 +298,7 @@ def compute_plan(
 def record_plan(conn: Connection, run: RunInfo, plan: Plan, actor: str) -> bool:
     """Record the plan and move the run to mapping, atomically; False if another
     master planned it first."""
-    if not plan_repo.record_plan(conn, run.id, plan.specs, actor):
+    if not plan_repo.record_plan(conn, run.id, plan.specs, actor, plan.hot_groups):
         return False
     log.info(
         "run %s planned: %d map chunks, %d reduce items, %d combine items, ~%d rows "

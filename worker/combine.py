@@ -40,13 +40,25 @@ from nightfold.worker.checkpoint import Lease
 
 
 def hot_groups(store: Store, claim: Claim) -> frozenset[str] | None:
-    """The run's hot groups as the planner left them, or None (none left: shard all)."""
+    """The run's hot groups (None: shard every group): as recorded with the plan,
+    or, for a run planned before they were recorded in MySQL, as that planner
+    left them in HBase."""
     run = claim.run
+    if run.hot_groups is not None:
+        return shards.decode_plan_hot(run.hot_groups)
     key = hot_groups_key(run.job, run.day, run.generation)
     for found, cells in store.scan(PARTIALS_TABLE, KeyRange(key, key + b"\x00")):
         if found == key and HOT_COLUMN in cells:
             return shards.decode_hot(cells[HOT_COLUMN])
     return None
+
+
+def has_combine(claim: Claim, job: Job[Any]) -> bool:
+    """Whether the claim's run has a combine stage, from the list its plan recorded
+    (a run planned before the list was recorded has one if its job is sharded)."""
+    if claim.run.hot_groups is None:
+        return job.sharded
+    return shards.has_combine(job, shards.decode_plan_hot(claim.run.hot_groups))
 
 
 def write_shard_results(

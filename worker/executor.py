@@ -152,7 +152,7 @@ def run_reduce(
         read += 1
         last = key
         lease.tick(read, key)
-    if job.sharded:  # one shard of many groups: left compacted for the combine stage
+    if combine.has_combine(claim, job):  # one shard of many groups: compacted for combine
         combine.write_shard_results(
             claim,
             store,
@@ -162,6 +162,8 @@ def run_reduce(
             fence=lambda: lease.tick(read, last, force=True),
         )
         return Result(read, 0)
+    if job.sharded:  # a run with no hot group: every group came whole, names suffixed
+        merged = shards.whole_groups(merged)
     finalize_into_summaries(
         claim,
         store,

@@ -29,6 +29,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 Timestamp = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 Key = LargeBinary(512).with_variant(mysql.VARBINARY(512), "mysql", "mariadb")
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Up to 16 MB on MariaDB (a plain TEXT stops at 64 KB).
+LongText = Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -61,6 +63,10 @@ class Run(Base):
     rows_read: Mapped[int] = mapped_column(BigInteger, default=0)
     rows_malformed: Mapped[int] = mapped_column(BigInteger, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    hot_groups: Mapped[str | None] = mapped_column(LongText)
+    """A sharded job's hot groups, recorded with the plan (``shards.encode_plan_hot``);
+    NULL for an unsharded job, or a run planned before this column (then the
+    planner's copy in HBase is read, ``keys.hot_groups_key``)."""
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp)
     started_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[dt.datetime | None] = mapped_column(Timestamp)

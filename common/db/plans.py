@@ -20,13 +20,23 @@ from nightfold.common.db.models import Run
 from nightfold.common.states import RunState
 
 
-def record_plan(conn: Connection, run_id: int, specs: Sequence[ChunkSpec], actor: str) -> bool:
-    """Move the run from planning to mapping and record its chunks; False (and
-    nothing written) if the run was not planning: another master planned it first."""
+def record_plan(
+    conn: Connection,
+    run_id: int,
+    specs: Sequence[ChunkSpec],
+    actor: str,
+    hot_groups: str | None = None,
+) -> bool:
+    """Move the run from planning to mapping and record its chunks (and a sharded
+    job's hot groups: in the same transaction, so every chunk of the run reads the
+    list its plan was made with); False (and nothing written) if the run was not
+    planning: another master planned it first."""
     if not run_repo.move(
         conn, run_id, RunState.PLANNING, RunState.MAPPING, actor=actor, started_at=db_now()
     ):
         return False
     chunk_repo.insert_plan(conn, run_id, specs)
-    conn.execute(update(Run).where(Run.id == run_id).values(chunks_total=len(specs)))
+    conn.execute(
+        update(Run).where(Run.id == run_id).values(chunks_total=len(specs), hot_groups=hot_groups)
+    )
     return True

@@ -37,6 +37,9 @@ class RunInfo:
     cancel_requested: bool
     params: RunParams
     error: str | None
+    hot_groups: str | None = None
+    """The plan's hot groups as recorded (``shards.decode_plan_hot``); None before the plan,
+    for an unsharded job, or for a run planned before they were recorded in MySQL."""
 
     @property
     def label(self) -> str:
@@ -55,6 +58,7 @@ def run_info(row: Any) -> RunInfo:
         cancel_requested=bool(row.cancel_requested),
         params=RunParams.from_json(row.params),
         error=row.error,
+        hot_groups=row.hot_groups,
     )
 
 

@@ -37,9 +37,10 @@ unambiguously, whatever the group's own characters.
 
 from __future__ import annotations
 
+import functools
 import json
 import zlib
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from nightfold.common.errors import CorruptPartial
@@ -110,6 +111,19 @@ def bucketed(
             yield shard_group(group, shard), shard_bucket(job, group, shard, buckets), part
 
 
+def whole_groups(merged: Mapping[str, P]) -> dict[str, P]:
+    """Group -> partial of a reduce item of a run without a combine stage, where every
+    group travelled whole; :class:`CorruptPartial` on a shard (its other shards are
+    in other items: finalizing it here would be wrong)."""
+    out: dict[str, P] = {}
+    for name, part in merged.items():
+        group, shard = parse_shard_group(name)
+        if shard is not None:
+            raise CorruptPartial(f"{name!r}: a shard in a run planned without a combine stage")
+        out[group] = part
+    return out
+
+
 def compacted(job: Job[P], merged: Mapping[str, P]) -> Iterator[tuple[str, str, P]]:
     """``(sub-group name, group, compacted shard)`` of one reduce item's merged sub-groups,
     in name order."""
@@ -146,6 +160,31 @@ def hot_groups(
 def encode_hot(groups: list[str]) -> bytes:
     """The hot list's one cell: compact JSON of the sorted names."""
     return json.dumps(sorted(groups), separators=(",", ":")).encode()
+
+
+EVERY_GROUP = "*"
+"""The recorded hot list of a run whose job cannot tell groups from keys: shard them all."""
+
+
+def encode_plan_hot(hot: Sequence[str] | None) -> str:
+    """The plan's hot list as ``runs.hot_groups`` keeps it: the JSON names, or
+    ``EVERY_GROUP`` for None (every group sharded)."""
+    return EVERY_GROUP if hot is None else encode_hot(list(hot)).decode()
+
+
+@functools.lru_cache(maxsize=8)
+def decode_plan_hot(text: str) -> frozenset[str] | None:
+    """Inverse of :func:`encode_plan_hot`; :class:`CorruptPartial` on anything else.
+    Cached: every segment of every chunk of a run asks for the same list."""
+    return None if text == EVERY_GROUP else decode_hot(text.encode())
+
+
+def has_combine(job: Job[Any], hot: Collection[str] | None) -> bool:
+    """Whether a run of ``job`` planned with ``hot`` has a combine stage: only if some
+    group is sharded. With no hot group every group travels whole to its own
+    bucket, so the reduce items finalize them directly (the planner plans no
+    combine items and the workers write summaries at reduce, from the same list)."""
+    return job.sharded and (hot is None or len(hot) > 0)
 
 
 def decode_hot(data: bytes) -> frozenset[str]:

@@ -91,7 +91,7 @@ def render(data: dict[str, Any]) -> RenderableType:
         for stage in ("map", "reduce", "combine"):
             counts = r["chunks"].get(stage, {})
             if stage == "combine" and not counts:
-                continue  # only sharded jobs have a combine stage
+                continue  # only a sharded job's day with hot groups has a combine stage
             total = sum(counts.values())
             done = counts.get("done", 0)
             rate = done / elapsed if elapsed and done else None

@@ -27,6 +27,7 @@ from tests.support.pipeline import (
     claimed_by,
     kill,
     run_state,
+    summary_stage,
     wait_for,
 )
 
@@ -119,24 +120,26 @@ def test_rerun_killed_while_writing_its_summaries_still_leaves_exactly_the_new_g
 ) -> None:
     cluster.worker()
     gone, broken = run_and_correct(cluster, store)
-    # Given a rerun whose summary writes are slow (about 5 s per combine item: the job is
-    # sharded, so its combine items finalize and write the summaries)
+    # Given a rerun whose summary writes are slow (about 5 s per item of the stage that
+    # writes them: reduce on this day, which has no hot merchant; combine on one that has)
     cluster.env["NIGHTFOLD_TEST_FINALIZE_SLEEP"] = "0.05"
     victim = cluster.worker()
     master = cluster.master(DAY, "--job", JOB, "--rerun")
+    state = {"reduce": "reducing", "combine": "combining"}
 
-    def mid_combine() -> bool:
+    def mid_summaries() -> bool:
+        stage = summary_stage(db)
         return (
-            run_state(db) == "combining"
-            and chunk_counts(db, "combine").get("done", 0) >= 1
+            run_state(db) == state[stage]
+            and chunk_counts(db, stage).get("done", 0) >= 1
             and claimed_by(db, victim.pid)
         )
 
-    wait_for(mid_combine, 240, "the rerun's combine to be under way", poll=0.05)
-    # When the master and a worker holding a combine item are SIGKILLed
+    wait_for(mid_summaries, 240, "the rerun's summary writes to be under way", poll=0.05)
+    # When the master and a worker holding an item that writes summaries are SIGKILLed
     kill(master)
     kill(victim)
-    assert run_state(db) == "combining", "killed too late to test a mid-combine restart"
+    assert run_state(db) == state[summary_stage(db)], "killed too late to test a restart"
     # Then a restarted master resumes the same generation and it succeeds
     cluster.worker()
     restarted = cluster.master(DAY, "--job", JOB)

@@ -23,7 +23,14 @@ from nightfold.common.db.models import Chunk, Run, RunEvent
 from nightfold.common.errors import RET_RUN_FAILED
 from nightfold.common.keys import PARTIALS_TABLE, KeyRange
 from nightfold.common.store import Row, open_store
-from tests.support.pipeline import PIPELINE_DAY, Cluster, assert_verifies, event_count, run_state
+from tests.support.pipeline import (
+    PIPELINE_DAY,
+    Cluster,
+    assert_verifies,
+    event_count,
+    run_state,
+    summary_stage,
+)
 
 DAY = PIPELINE_DAY
 LONG_ID_ROWS = 6500
@@ -106,8 +113,7 @@ def test_a_deterministic_store_error_kills_the_chunk_and_fails_the_run(
     assert run_state(db) == "failed"
     with db.connect() as conn:
         reduce = conn.execute(
-            # merchant_daily is sharded: its summaries are written by the combine items
-            select(Chunk.state, Chunk.attempt, Chunk.error).where(Chunk.stage == "combine")
+            select(Chunk.state, Chunk.attempt, Chunk.error).where(Chunk.stage == summary_stage(db))
         ).all()
         run_error = conn.execute(select(Run.error).order_by(Run.id.desc()).limit(1)).scalar_one()
     dead = [(attempt, error) for state, attempt, error in reduce if state == "dead"]

@@ -99,6 +99,12 @@ def chunk_counts(engine: Engine, stage: str = "map") -> dict[str, int]:
         return {str(s): int(n) for s, n in rows}
 
 
+def summary_stage(engine: Engine) -> str:
+    """The stage that writes the summaries: ``combine`` when the plan has combine
+    items (a sharded job's day with hot groups), else ``reduce``."""
+    return "combine" if chunk_counts(engine, "combine") else "reduce"
+
+
 def run_state(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return conn.execute(select(Run.state).order_by(Run.id.desc()).limit(1)).scalar()

@@ -169,3 +169,52 @@ def test_an_unsharded_job_writes_whole_groups_in_their_bucket() -> None:
     assert [(n, b) for n, b, _ in shards.bucketed(plain, out.partials, 8)] == [
         ("m1", plain.bucket("m1", 8))
     ]
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=skewed_days, buckets=st.integers(1, 9), data=st.data())
+def test_with_no_hot_group_the_reduce_items_finalize_the_reference_bytes(
+    rows: list[Case], buckets: int, data: st.DataObject
+) -> None:
+    # Given a day cut into chunks, planned with no hot group (so no combine stage)
+    assert not shards.has_combine(job, frozenset())
+    pairs = data.draw(st.permutations([(c.key, c.cols) for c in rows]))
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(pairs)), max_size=6)))
+    stored: dict[int, dict[str, list[bytes]]] = defaultdict(lambda: defaultdict(list))
+    for a, b in pairwise([0, *cuts, len(pairs)]):
+        out: MapOutput[MerchantPartial] = MapOutput()
+        job.map_rows(pairs[a:b], out)
+        for name, bucket, part in shards.bucketed(job, out.partials, buckets, frozenset()):
+            stored[bucket][name].append(job.encode(part))
+
+    # When every reduce item merges its groups and finalizes them itself
+    summaries = {}
+    for bucket in sorted(stored):
+        merged = {
+            name: _merge_randomly([job.decode(b) for b in blobs], random.Random(bucket))
+            for name, blobs in stored[bucket].items()
+        }
+        for group, partial in shards.whole_groups(merged).items():
+            assert job.bucket(group, buckets) == bucket  # a group is whole in its own bucket
+            summaries[group] = job.finalize(group, partial)
+
+    # Then the summaries equal the reference
+    assert dict(sorted(summaries.items())) == reference(rows)
+
+
+def test_a_shard_where_no_combine_stage_is_planned_is_corrupt() -> None:
+    with pytest.raises(CorruptPartial, match="without a combine stage"):
+        shards.whole_groups({shards.shard_group("m1", 3): MerchantPartial()})
+
+
+@pytest.mark.parametrize("hot", [None, [], ["m1"], ["a*", "*", "m\x1f2"]])
+def test_the_recorded_hot_list_round_trips(hot: list[str] | None) -> None:
+    text = shards.encode_plan_hot(hot)
+    assert shards.decode_plan_hot(text) == (None if hot is None else frozenset(hot))
+    # a combine stage exactly when some group is sharded
+    assert shards.has_combine(job, shards.decode_plan_hot(text)) == (hot is None or bool(hot))
+
+
+def test_a_recorded_hot_list_that_is_not_one_is_corrupt() -> None:
+    with pytest.raises(CorruptPartial):
+        shards.decode_plan_hot('{"m1": 1}')
