@@ -126,7 +126,7 @@ class SegmentedMap:
         size = self.params.scan_batch
         if not self.end or self.resume < self.end:
             scan = self.store.scan(
-                self.job.raw_table, KeyRange(self.resume, self.end), batch_size=size
+                self.job.raw_table, KeyRange(self.resume, self.end), batch_size=size, ahead=True
             )
             with contextlib.closing(scan):  # type: ignore[type-var]
                 rows = itertools.takewhile(lambda row: self._before_end(row[0]), scan)

@@ -43,10 +43,13 @@ class Store(Protocol):
         columns: Sequence[bytes] | None = None,
         batch_size: int = 1000,
         keys_only: bool = False,
+        ahead: bool = False,
     ) -> Iterator[Row]:
         """Yield rows of ``key_range`` in ascending key order, fetched ``batch_size`` at a time.
 
         ``keys_only`` yields empty column maps (cheap sampling for the planner).
+        ``ahead`` asks for the next batches to be fetched while the caller works on
+        this one (a long scan that folds as it goes: the map); a backend may ignore it.
         """
         ...
 

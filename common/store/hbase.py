@@ -44,6 +44,7 @@ from thriftpy2.transport import TTransportException
 
 from nightfold.common.errors import ServiceUnavailable, StoreRejected
 from nightfold.common.keys import KeyRange
+from nightfold.common.store.ahead import read_ahead
 from nightfold.common.store.base import CellDelete, Columns, Row, in_batches
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ IllegalArgument: type[Exception] = _hbase_thrift.IllegalArgument
 HBaseIOError: type[Exception] = _hbase_thrift.IOError
 
 T = TypeVar("T")
+
+AHEAD_BATCHES = 2
+"""Batches a read-ahead scan keeps ready: one being folded, one arriving."""
 
 _JAVA_PACKAGE = re.compile(r"\b(?:[a-z][a-z0-9_]*\.)+(?=[A-Z]\w*(?:Exception|Error)\b)")
 KEYS_ONLY_FILTER = "KeyOnlyFilter() AND FirstKeyOnlyFilter()"
@@ -349,13 +353,47 @@ class HBaseStore:
         columns: Sequence[bytes] | None = None,
         batch_size: int = 1000,
         keys_only: bool = False,
-    ) -> Generator[Row, None, None]:
+        ahead: bool = False,
+    ) -> Iterator[Row]:
         """Yield rows of ``key_range`` in key order; see the Store protocol.
 
         ``batch_size`` is HBase's scanner caching (rows per Thrift round trip).
+        ``ahead`` reads the next batches on a connection of its own, in a thread
+        (:mod:`~nightfold.common.store.ahead`), while the caller works on this
+        one: this store's connection stays free for the caller's writes.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if not ahead:
+            return self._scan(table, key_range, columns, batch_size, keys_only)
+
+        @contextlib.contextmanager
+        def alone() -> Iterator[Iterator[Row]]:
+            other = HBaseStore(
+                self.host,
+                self.port,
+                table_prefix=self._options["table_prefix"],
+                timeout_ms=self._options["timeout"],
+                transport=self._options["transport"],
+                protocol=self._options["protocol"],
+            )
+            rows = other._scan(table, key_range, columns, batch_size, keys_only)
+            try:
+                yield rows
+            finally:
+                rows.close()
+                other.close()
+
+        return read_ahead(alone, batch_size, AHEAD_BATCHES, name=f"scan-ahead {table}")
+
+    def _scan(
+        self,
+        table: str,
+        key_range: KeyRange,
+        columns: Sequence[bytes] | None,
+        batch_size: int,
+        keys_only: bool,
+    ) -> Generator[Row, None, None]:
         start = key_range.start
         stop = key_range.end or None
         column_list = list(columns) if columns is not None else None
@@ -492,7 +530,7 @@ class HBaseStore:
         start = key_range.start
         while True:
             part = KeyRange(start, key_range.end)
-            with contextlib.closing(self.scan(table, part, keys_only=True)) as scan:
+            with contextlib.closing(self._scan(table, part, None, 1000, True)) as scan:
                 keys = [key for key, _ in itertools.islice(scan, DELETE_BATCH)]
             if keys:
                 deleted += self._delete(table, keys)

@@ -181,8 +181,10 @@ class LocalStore:
         columns: Sequence[bytes] | None = None,
         batch_size: int = 1000,
         keys_only: bool = False,
+        ahead: bool = False,
     ) -> Iterator[Row]:
-        """Yield rows of ``key_range`` in byte order, ``batch_size`` rows per read transaction."""
+        """Yield rows of ``key_range`` in byte order, ``batch_size`` rows per read transaction
+        (``ahead`` is ignored: a local read has no round trip to hide)."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         col_sql, col_params = _column_filter(columns)

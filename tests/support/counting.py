@@ -68,12 +68,18 @@ class CountingStore:
         columns: Sequence[bytes] | None = None,
         batch_size: int = 1000,
         keys_only: bool = False,
+        ahead: bool = False,
     ) -> Iterator[Row]:
         started = time.perf_counter()
         n = 0
         try:
             for row in self.inner.scan(
-                table, key_range, columns=columns, batch_size=batch_size, keys_only=keys_only
+                table,
+                key_range,
+                columns=columns,
+                batch_size=batch_size,
+                keys_only=keys_only,
+                ahead=ahead,
             ):
                 n += 1
                 yield row

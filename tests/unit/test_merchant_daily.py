@@ -506,3 +506,40 @@ def test_merge_is_associative_and_commutative_on_bytes(
     assert enc(job.merge(a, b)) == enc(job.merge(b, a))
     assert enc(job.merge(job.merge(a, b), c)) == enc(job.merge(a, job.merge(b, c)))
     assert enc(job.merge(job.merge(a, b), c)) == enc(partial_of(x + y + z))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    customers=st.sets(st.binary(max_size=6), max_size=8),
+    products=st.dictionaries(st.binary(max_size=6), st.integers(0, 10**12), max_size=8),
+)
+def test_any_id_bytes_round_trip_joined_or_listed(
+    customers: set[bytes], products: dict[bytes, int]
+) -> None:
+    # Given ids with any bytes: empty ones, newlines (the join separator), non-UTF-8
+    partial = MerchantPartial(customers=customers, products=products)
+
+    # When encoded and decoded / Then the partial is the same, and the bytes are canonical
+    data = job.encode(partial)
+    assert job.decode(data) == partial
+    assert job.encode(job.decode(data)) == data
+
+
+def test_a_v1_partial_still_decodes() -> None:
+    # Given a partial in the v1 format (one JSON string per id), as a run planned
+    # before v2 left it
+    v1 = (
+        b'{"currencies":["EUR"],"customers":["c1","c\\n2"],"malformed":{"bad_ts":1},'
+        b'"paid":[[250,2]],"products":[["p1",500]],"refunded":[],"v":1}'
+    )
+
+    # When decoded / Then it is the same partial a v2 encoding round-trips
+    partial = job.decode(v1)
+    assert partial == MerchantPartial(
+        paid={250: 2},
+        customers={b"c1", b"c\n2"},
+        products={b"p1": 500},
+        currencies={b"EUR"},
+        malformed={"bad_ts": 1},
+    )
+    assert job.decode(job.encode(partial)) == partial
