@@ -178,8 +178,9 @@ HOT_COLUMN = PARTIAL_FAMILY.encode() + b":hot"
 
 
 def hot_groups_key(job: str, day: dt.date, generation: int) -> bytes:
-    """Where the planner leaves a run's hot groups (those a sharded job splits): inside
-    the run's partials prefix (``gc`` removes it), apart from every bucket's rows."""
+    """Where a planner before migration 0004 left a run's hot groups (those a sharded
+    job splits): inside the run's partials prefix (``gc`` removes it), apart from every
+    bucket's rows. Read only for such runs; the plan now records them on the run row."""
     return partial_prefix(job, day, generation) + b"hot"
 
 
