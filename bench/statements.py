@@ -158,10 +158,11 @@ def chunk_life(url: str) -> dict[str, Any]:
     steps = {"claim": claim_step, "heartbeat": beat_step, "complete": complete_step}
 
     batch = [c.chunk_id for c in ids[2:]]
+    known = chunk_repo.KnownRuns({run.id: warm.run})  # a worker has claimed in this run before
 
     def claim_many() -> Any:
         with engine.begin() as conn:
-            return chunk_repo.claim_many(conn, batch, me)
+            return chunk_repo.claim_many(conn, batch, me, known)
 
     claims, claim_many_step = _measure(counts, claim_many)
     assert len(claims) == BATCH

@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import segments as segment_repo
-from nightfold.common.db.chunks import Claim, Completion
+from nightfold.common.db.chunks import Claim, Completion, KnownRuns
 from nightfold.common.errors import ChunkLost
 
 R = TypeVar("R")
@@ -130,6 +130,8 @@ class ChunkBatches:
     def __init__(self, engine: Engine, me: str, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
         self.me = me
+        self.known_runs = KnownRuns()
+        """The runs this process claimed chunks of: a claim reads its run's row once."""
         self.claims: GroupCommit[int, Claim | None] = GroupCommit(self._claim, max_batch)
         self.completions: GroupCommit[Completion, None] = GroupCommit(self._complete, max_batch)
 
@@ -142,12 +144,8 @@ class ChunkBatches:
         self.completions.submit(done)
 
     def _claim(self, ids: list[int]) -> list[Claim | None]:
-        with self.engine.begin() as conn:
-            if len(ids) == 1:
-                one = chunk_repo.claim(conn, ids[0], self.me)
-                got = {} if one is None else {ids[0]: one}
-            else:
-                got = chunk_repo.claim_many(conn, ids, self.me)
+        with self.engine.begin() as conn:  # alone or many: 3 statements once the run is known
+            got = chunk_repo.claim_many(conn, ids, self.me, self.known_runs)
         out: list[Claim | None] = []
         for chunk_id in ids:  # the same chunk asked twice (a duplicate hint): one gets it
             out.append(got.pop(chunk_id, None))

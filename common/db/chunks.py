@@ -11,16 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import groupby
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from typing import cast as typed
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Executable,
+    Integer,
     String,
     Table,
     and_,
+    bindparam,
     case,
     cast,
     exists,
@@ -425,42 +429,17 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
     Three statements: the chunk with its run (one join), the conditional UPDATE,
     the event. The UPDATE also requires the attempt read with the row, so the new
     attempt is known without reading it back (a chunk requeued in that instant is
-    left to its own, newer hint).
+    left to its own, newer hint). The statements are built once (:func:`_claim_one`).
     """
-    row = conn.execute(
-        select(
-            Run.__table__,
-            Chunk.stage.label("chunk_stage"),
-            Chunk.idx.label("chunk_idx"),
-            Chunk.start_key.label("chunk_start"),
-            Chunk.end_key.label("chunk_end"),
-            Chunk.attempt.label("chunk_attempt"),
-            Chunk.resume_key.label("chunk_resume"),
-            Chunk.next_seq.label("chunk_seq"),
-            Chunk.rows_committed.label("chunk_committed"),
-            Chunk.malformed_committed.label("chunk_malformed"),
-        )
-        .join_from(Chunk, Run, Run.id == Chunk.run_id)
-        .where(Chunk.id == chunk_id, Chunk.state == ChunkState.QUEUED.value)
-    ).one_or_none()
+    row = conn.execute(_CLAIM_ONE_READ, {"chunk_id": chunk_id}).one_or_none()
     if row is None:
         return None
     run = run_info(row)
     seen = int(row.chunk_attempt)
-    moved = move(
-        conn,
-        and_(Chunk.id == chunk_id, Chunk.attempt == seen, _live_run()),
-        ChunkState.QUEUED,
-        ChunkState.CLAIMED,
-        owner=me,
-        attempt=seen + 1,
-        lease_expires_at=db_now_plus(run.params.lease_seconds),
-        claimed_at=db_now(),
-        rows_read=Chunk.rows_committed,  # progress starts at the checkpoint
-        rows_malformed=0,
-        last_key=None,
-        split_state=0,
-    )
+    check_chunk_move(ChunkState.QUEUED, ChunkState.CLAIMED)
+    moved = conn.execute(
+        _claim_one(run.params.lease_seconds), {"chunk_id": chunk_id, "seen": seen, "me": me}
+    ).rowcount
     if moved != 1:
         return None
     attempt = seen + 1
@@ -480,7 +459,62 @@ def claim(conn: Connection, chunk_id: int, me: str) -> Claim | None:
     )
 
 
-def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int, Claim]:
+# The claim and completion statements are built once and executed with their values:
+# building a statement (its expressions, bind parameters and cache key) cost the
+# worker more CPU than sending it, on the path every chunk takes twice.
+
+_CLAIM_ONE_READ = (
+    select(
+        Run.__table__,
+        Chunk.stage.label("chunk_stage"),
+        Chunk.idx.label("chunk_idx"),
+        Chunk.start_key.label("chunk_start"),
+        Chunk.end_key.label("chunk_end"),
+        Chunk.attempt.label("chunk_attempt"),
+        Chunk.resume_key.label("chunk_resume"),
+        Chunk.next_seq.label("chunk_seq"),
+        Chunk.rows_committed.label("chunk_committed"),
+        Chunk.malformed_committed.label("chunk_malformed"),
+    )
+    .join_from(Chunk, Run, Run.id == Chunk.run_id)
+    .where(Chunk.id == bindparam("chunk_id"), Chunk.state == ChunkState.QUEUED.value)
+)
+
+
+def _claimed_values(lease_seconds: float) -> dict[str, object]:
+    """What a claim sets besides the state and owner (the same for one or many)."""
+    return {
+        "attempt": Chunk.attempt + 1,
+        "lease_expires_at": db_now_plus(lease_seconds),
+        "claimed_at": db_now(),
+        "rows_read": Chunk.rows_committed,  # progress starts at the checkpoint
+        "rows_malformed": 0,
+        "last_key": None,
+        "split_state": 0,
+    }
+
+
+@lru_cache(maxsize=32)
+def _claim_one(lease_seconds: float) -> Executable:
+    """The UPDATE of :func:`claim` (parameters ``chunk_id``, ``seen``, ``me``): queued,
+    at the attempt read, in a live run."""
+    return (
+        update(CHUNKS)
+        .where(
+            Chunk.id == bindparam("chunk_id"),
+            Chunk.attempt == bindparam("seen"),
+            _live_run(),
+            Chunk.state == ChunkState.QUEUED.value,
+        )
+        .values(
+            state=ChunkState.CLAIMED.value, owner=bindparam("me"), **_claimed_values(lease_seconds)
+        )
+    )
+
+
+def claim_many(
+    conn: Connection, chunk_ids: Sequence[int], me: str, known: KnownRuns | None = None
+) -> dict[int, Claim]:
     """Claim for ``me`` those of ``chunk_ids`` that are queued in a live run, by
     chunk id; the others (someone else's, stale hints) are left out.
 
@@ -491,54 +525,31 @@ def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int,
     ``claimed`` events. The rows read are locked, so each UPDATE moves all of its
     run's rows or, when the run stopped in between, none (then none is claimed).
     Each claim is what :func:`claim` gives: the same owner, attempt + 1, lease.
+
+    With ``known`` (a worker process's :class:`KnownRuns`), runs read before are not
+    read again: three statements, one chunk or many, once a run is known.
     """
     ids = sorted(set(chunk_ids))
     if not ids:
         return {}
-    rows = conn.execute(
-        select(
-            Chunk.id,
-            Chunk.run_id,
-            Chunk.stage,
-            Chunk.idx,
-            Chunk.start_key,
-            Chunk.end_key,
-            Chunk.attempt,
-            Chunk.resume_key,
-            Chunk.next_seq,
-            Chunk.rows_committed,
-            Chunk.malformed_committed,
-        )
-        .where(Chunk.id.in_(ids), Chunk.state == ChunkState.QUEUED.value, _live_run())
-        .order_by(Chunk.run_id, Chunk.id)
-        .with_for_update(skip_locked=True)
-    ).all()
+    rows = conn.execute(_CLAIM_MANY_READ, {"chunk_ids": ids}).all()
     if not rows:
         return {}
-    runs = {
-        int(r.id): run_info(r)
-        for r in conn.execute(
-            select(Run.__table__).where(Run.id.in_(sorted({int(x.run_id) for x in rows})))
+    runs = known if known is not None else KnownRuns()
+    missing = sorted({int(x.run_id) for x in rows} - runs.keys())
+    if missing:
+        runs.update(
+            (int(r.id), run_info(r)) for r in conn.execute(_RUNS_READ, {"run_ids": missing})
         )
-    }
+    check_chunk_move(ChunkState.QUEUED, ChunkState.CLAIMED)
     claims: dict[int, Claim] = {}
     for run_id, group in groupby(rows, key=lambda x: int(x.run_id)):
         mine = list(group)
         run = runs[run_id]
-        moved = move(
-            conn,
-            and_(Chunk.id.in_([int(x.id) for x in mine]), _live_run()),
-            ChunkState.QUEUED,
-            ChunkState.CLAIMED,
-            owner=me,
-            attempt=Chunk.attempt + 1,
-            lease_expires_at=db_now_plus(run.params.lease_seconds),
-            claimed_at=db_now(),
-            rows_read=Chunk.rows_committed,  # progress starts at the checkpoint
-            rows_malformed=0,
-            last_key=None,
-            split_state=0,
-        )
+        moved = conn.execute(
+            _claim_many(run.params.lease_seconds),
+            {"chunk_ids": [int(x.id) for x in mine], "me": me},
+        ).rowcount
         if moved == 0:  # the run stopped since the read: its hints are stale
             continue
         if moved != len(mine):
@@ -559,6 +570,70 @@ def claim_many(conn: Connection, chunk_ids: Sequence[int], me: str) -> dict[int,
             )
     add_chunk_row_events(conn, "claimed", list(claims))
     return claims
+
+
+class KnownRuns(dict[int, RunInfo]):
+    """Runs a worker process has read with its claims, so that later claims of the same
+    run do not read its row again (a claim's work needs only what never changes once
+    the run's chunks are queued: job, day, generation, params and the plan's hot
+    groups, all written before the plan commits). The state fields of a run read here
+    (state, owner, cancel_requested, error) are those of its first claim: never decide
+    on them from a claim (the claim's UPDATE checks that the run is live; heartbeats
+    tell a worker when it stopped). Holds the ``LIMIT`` runs read last.
+    """
+
+    LIMIT = 32
+
+    def __setitem__(self, run_id: int, run: RunInfo) -> None:
+        while len(self) >= self.LIMIT and run_id not in self:
+            del self[next(iter(self))]
+        super().__setitem__(run_id, run)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # through __setitem__ (the bound)
+        for run_id, run in dict(*args, **kwargs).items():
+            self[run_id] = run
+
+
+_CLAIM_MANY_READ = (
+    select(
+        Chunk.id,
+        Chunk.run_id,
+        Chunk.stage,
+        Chunk.idx,
+        Chunk.start_key,
+        Chunk.end_key,
+        Chunk.attempt,
+        Chunk.resume_key,
+        Chunk.next_seq,
+        Chunk.rows_committed,
+        Chunk.malformed_committed,
+    )
+    .where(
+        Chunk.id.in_(bindparam("chunk_ids", expanding=True)),
+        Chunk.state == ChunkState.QUEUED.value,
+        _live_run(),
+    )
+    .order_by(Chunk.run_id, Chunk.id)
+    .with_for_update(skip_locked=True)
+)
+
+_RUNS_READ = select(Run.__table__).where(Run.id.in_(bindparam("run_ids", expanding=True)))
+
+
+@lru_cache(maxsize=32)
+def _claim_many(lease_seconds: float) -> Executable:
+    """The UPDATE of :func:`claim_many` for one run's locked rows (``chunk_ids``, ``me``)."""
+    return (
+        update(CHUNKS)
+        .where(
+            Chunk.id.in_(bindparam("chunk_ids", expanding=True)),
+            _live_run(),
+            Chunk.state == ChunkState.QUEUED.value,
+        )
+        .values(
+            state=ChunkState.CLAIMED.value, owner=bindparam("me"), **_claimed_values(lease_seconds)
+        )
+    )
 
 
 def _ours(c: Claim) -> ColumnElement[bool]:
@@ -661,18 +736,28 @@ def complete(
 ) -> None:
     """Mark the chunk done, fenced by owner and attempt, and quarantine its
     malformed rows in the same transaction; raises ChunkLost when fenced out."""
-    if not _fenced_move(
-        conn,
-        c,
-        ChunkState.DONE,
-        "done",
-        f"rows={rows_read} malformed={rows_malformed}",
-        done_at=db_now(),
-        rows_read=rows_read,
-        rows_malformed=rows_malformed,
-        error=None,
-    ):
+    check_chunk_move(ChunkState.CLAIMED, ChunkState.DONE)
+    moved = conn.execute(
+        _COMPLETE_ONE,
+        {
+            "chunk_id": c.chunk_id,
+            "token_owner": c.owner,
+            "token_attempt": c.attempt,
+            "rows": rows_read,
+            "malformed": rows_malformed,
+        },
+    ).rowcount
+    if moved != 1:
         raise ChunkLost(f"{c.label}: cannot complete, claim lost")
+    add_event(
+        conn,
+        c.run.id,
+        "done",
+        chunk_id=c.chunk_id,
+        actor=c.owner,
+        attempt=c.attempt,
+        detail=f"rows={rows_read} malformed={rows_malformed}",
+    )
     if rejects:
         conn.execute(
             insert(QuarantinedRow),
@@ -715,36 +800,25 @@ def complete_many(conn: Connection, done: Sequence[Completion]) -> set[int]:
     if len(by_id) != len(done):
         raise ValueError("complete_many: a chunk given twice")
     ids = sorted(by_id)
-    tokens = [(i, by_id[i].claim.owner, by_id[i].claim.attempt) for i in ids]
-    ours = and_(Chunk.id.in_(ids), tuple_(Chunk.id, Chunk.owner, Chunk.attempt).in_(tokens))
-    moved = move(
-        conn,
-        ours,
-        ChunkState.CLAIMED,
-        ChunkState.DONE,
-        lease_expires_at=None,
-        done_at=db_now(),
-        rows_read=case({i: by_id[i].rows_read for i in ids}, value=Chunk.id),
-        rows_malformed=case({i: by_id[i].rows_malformed for i in ids}, value=Chunk.id),
-        error=None,
-    )
+    check_chunk_move(ChunkState.CLAIMED, ChunkState.DONE)
+    values: dict[str, object] = {
+        "chunk_ids": ids,
+        "tokens": [(i, by_id[i].claim.owner, by_id[i].claim.attempt) for i in ids],
+    }
+    for k, i in enumerate(ids):
+        values[f"i{k}"] = i
+        values[f"r{k}"] = by_id[i].rows_read
+        values[f"m{k}"] = by_id[i].rows_malformed
+    moved = conn.execute(_complete_many(len(ids)), values).rowcount
     won = ids
     if moved != len(ids):
         won = sorted(
             int(i)
             for i in conn.execute(
-                select(Chunk.id).where(ours, Chunk.state == ChunkState.DONE.value)
+                _COMPLETED_READ, {"chunk_ids": ids, "tokens": values["tokens"]}
             ).scalars()
         )
-    add_chunk_row_events(
-        conn,
-        "done",
-        won,
-        literal("rows=")
-        + cast(Chunk.rows_read, String)
-        + literal(" malformed=")
-        + cast(Chunk.rows_malformed, String),
-    )
+    add_chunk_row_events(conn, "done", won, _DONE_DETAIL)
     rejects = [
         {
             "run_id": by_id[i].claim.run.id,
@@ -758,6 +832,69 @@ def complete_many(conn: Connection, done: Sequence[Completion]) -> set[int]:
     if rejects:
         conn.execute(insert(QuarantinedRow), rejects)
     return set(ids) - set(won)
+
+
+_COMPLETE_ONE = (
+    update(CHUNKS)
+    .where(
+        Chunk.id == bindparam("chunk_id"),
+        Chunk.owner == bindparam("token_owner"),
+        Chunk.attempt == bindparam("token_attempt"),
+        Chunk.state == ChunkState.CLAIMED.value,
+    )
+    .values(
+        state=ChunkState.DONE.value,
+        lease_expires_at=None,
+        done_at=db_now(),
+        rows_read=bindparam("rows", type_=Integer),
+        rows_malformed=bindparam("malformed", type_=Integer),
+        error=None,
+    )
+)
+"""The UPDATE of :func:`complete`: fenced by owner and attempt (``_ours``)."""
+
+_OURS_MANY = and_(
+    Chunk.id.in_(bindparam("chunk_ids", expanding=True)),
+    tuple_(Chunk.id, Chunk.owner, Chunk.attempt).in_(bindparam("tokens", expanding=True)),
+)
+"""Each chunk of ``chunk_ids`` under its own token of ``tokens`` (id, owner, attempt)."""
+
+_COMPLETED_READ = select(Chunk.id).where(_OURS_MANY, Chunk.state == ChunkState.DONE.value)
+
+_DONE_DETAIL = (
+    literal("rows=")
+    + cast(Chunk.rows_read, String)
+    + literal(" malformed=")
+    + cast(Chunk.rows_malformed, String)
+)
+"""A ``done`` event's detail, from the row just completed."""
+
+
+@lru_cache(maxsize=128)
+def _complete_many(n: int) -> Executable:
+    """The UPDATE of :func:`complete_many` for ``n`` chunks: ``tokens`` fence them, and
+    their counters come from CASE on the id (parameters ``i<k>``, ``r<k>``, ``m<k>``)."""
+
+    def per_chunk(counter: str) -> ColumnElement[int]:
+        return case(
+            *[
+                (Chunk.id == bindparam(f"i{k}"), bindparam(f"{counter}{k}", type_=Integer))
+                for k in range(n)
+            ]
+        )
+
+    return (
+        update(CHUNKS)
+        .where(_OURS_MANY, Chunk.state == ChunkState.CLAIMED.value)
+        .values(
+            state=ChunkState.DONE.value,
+            lease_expires_at=None,
+            done_at=db_now(),
+            rows_read=per_chunk("r"),
+            rows_malformed=per_chunk("m"),
+            error=None,
+        )
+    )
 
 
 def fail(conn: Connection, c: Claim, error: str) -> ChunkState | None:

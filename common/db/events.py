@@ -5,7 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, String, Table, insert, literal, null, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Executable,
+    String,
+    Table,
+    bindparam,
+    insert,
+    literal,
+    null,
+    select,
+)
 
 from nightfold.common.db.clock import db_now
 from nightfold.common.db.models import Chunk, RunEvent
@@ -23,16 +34,21 @@ def add_event(
 ) -> None:
     """Append one event in the caller's transaction (so it commits with the change)."""
     conn.execute(
-        insert(RunEvent).values(
-            run_id=run_id,
-            chunk_id=chunk_id,
-            at=db_now(),
-            kind=kind,
-            actor=actor,
-            attempt=attempt,
-            detail=detail,
-        )
+        _ONE_EVENT,
+        {
+            "run_id": run_id,
+            "chunk_id": chunk_id,
+            "kind": kind,
+            "actor": actor,
+            "attempt": attempt,
+            "detail": detail,
+        },
     )
+
+
+_ONE_EVENT = insert(cast(Table, RunEvent.__table__)).values(at=db_now())
+"""Built once: the values come with each execution (building the statement anew took
+more client time than sending it)."""
 
 
 def add_chunk_events(
@@ -70,17 +86,28 @@ def add_chunk_row_events(
     """
     if not chunk_ids:
         return
-    conn.execute(
-        insert(cast(Table, RunEvent.__table__)).from_select(
-            ["run_id", "chunk_id", "at", "kind", "actor", "attempt", "detail"],
-            select(
-                Chunk.run_id,
-                Chunk.id,
-                db_now(),
-                literal(kind, String),
-                Chunk.owner,
-                Chunk.attempt,
-                null() if detail is None else detail,
-            ).where(Chunk.id.in_(sorted(chunk_ids))),
-        )
+    key = (kind, id(detail))
+    cached = _ROW_EVENTS.get(key)
+    if cached is None or cached[0] is not detail:
+        cached = _ROW_EVENTS[key] = (detail, _row_events_statement(kind, detail))
+    conn.execute(cached[1], {"chunk_ids": sorted(chunk_ids)})
+
+
+_ROW_EVENTS: dict[tuple[str, int], tuple[ColumnElement[str] | None, Executable]] = {}
+"""The statements of :func:`add_chunk_row_events`, built once per kind and detail (callers
+pass a module-level detail expression; the detail is kept so its id stays its own)."""
+
+
+def _row_events_statement(kind: str, detail: ColumnElement[str] | None) -> Executable:
+    return insert(cast(Table, RunEvent.__table__)).from_select(
+        ["run_id", "chunk_id", "at", "kind", "actor", "attempt", "detail"],
+        select(
+            Chunk.run_id,
+            Chunk.id,
+            db_now(),
+            literal(kind, String),
+            Chunk.owner,
+            Chunk.attempt,
+            null() if detail is None else detail,
+        ).where(Chunk.id.in_(bindparam("chunk_ids", expanding=True))),
     )
