@@ -87,6 +87,22 @@ def test_claim_many_refuses_a_cancelled_run(engine: Engine) -> None:
     assert _events(engine, "claimed") == []
 
 
+def test_a_known_run_is_still_checked_live_by_the_claim(engine: Engine) -> None:
+    """KnownRuns keeps the run as first read; the claim's UPDATE still refuses a run
+    cancelled since (one chunk or several)."""
+    run, ids = _run(engine, 4, 4)
+    known = chunk_repo.KnownRuns()
+    with engine.begin() as conn:
+        assert set(chunk_repo.claim_many(conn, ids[:1], "w1", known)) == {ids[0]}
+    assert run.id in known
+    with engine.begin() as conn:
+        conn.execute(update(Run).where(Run.id == run.id).values(cancel_requested=True))
+    for batch in (ids[1:2], ids[2:]):
+        with engine.begin() as conn:
+            assert chunk_repo.claim_many(conn, batch, "w1", known) == {}
+    assert [c for c, _, _ in _events(engine, "claimed")] == [ids[0]]
+
+
 def test_complete_many_is_fenced_per_chunk(engine: Engine) -> None:
     # Given three chunks claimed together by w1, one of which was taken over by w2
     run, ids = _run(engine, 3, 3)

@@ -25,6 +25,7 @@ RACERS = 6
 
 def _race(url: str, me: str, barrier: mp.synchronize.Barrier, out: mp.Queue, batched: bool) -> None:  # type: ignore[type-arg]
     engine = make_engine(url)
+    known = chunk_repo.KnownRuns()  # as a worker process claims: its runs read once
     won = 0
     barrier.wait()
     while True:
@@ -35,7 +36,7 @@ def _race(url: str, me: str, barrier: mp.synchronize.Barrier, out: mp.Queue, bat
             break
         if batched:  # everyone goes for the same ten at once
             with engine.begin() as conn:
-                claims = chunk_repo.claim_many(conn, [c.chunk_id for c in found], me)
+                claims = chunk_repo.claim_many(conn, [c.chunk_id for c in found], me, known)
             with engine.begin() as conn:
                 lost = chunk_repo.complete_many(
                     conn, [Completion(c, 1, 0) for c in claims.values()]
