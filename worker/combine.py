@@ -18,7 +18,7 @@ rewrites the same cells; the combine is a reduce over those rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nightfold.common.db.chunks import Claim
@@ -68,15 +68,18 @@ def write_shard_results(
     merged: dict[str, Any],
     beat: Callable[[], None],
     fence: Callable[[], None] = lambda: None,
+    compacted: Mapping[str, Any] | None = None,
 ) -> None:
-    """End of a sharded reduce item: every merged sub-group compacted, encoded,
-    split into bounded cells, and put in the row of its group's combine item
-    (after ``fence``: a claim lost or a run cancelled meanwhile writes nothing)."""
+    """End of a sharded reduce item: every merged sub-group compacted (``compacted``:
+    sub-groups that already are, the ones the item spilled), encoded, split into
+    bounded cells, and put in the row of its group's combine item (after ``fence``:
+    a claim lost or a run cancelled meanwhile writes nothing)."""
     run = claim.run
     params = run.params
     prefix = PARTIAL_FAMILY.encode() + b":"
     rows: dict[int, dict[bytes, bytes]] = {}
-    for name, group, part in shards.compacted(job, merged):
+    ready = [(n, shards.parse_shard_group(n)[0], p) for n, p in (compacted or {}).items()]
+    for name, group, part in sorted([*shards.compacted(job, merged), *ready], key=_name):
         cells = rows.setdefault(job.bucket(group, params.reduce_buckets), {})
         for qualifier, piece in partial_cells.split(name, job.encode(part), params.max_cell_bytes):
             cells[prefix + qualifier] = piece
@@ -89,6 +92,10 @@ def write_shard_results(
             for bucket, cells in sorted(rows.items())
         ],
     )
+
+
+def _name(item: tuple[str, str, Any]) -> str:
+    return item[0]
 
 
 def run_combine(claim: Claim, store: Store, job: Job[Any], lease: Lease) -> executor.Result:

@@ -23,6 +23,7 @@ combine items write the summaries (:mod:`nightfold.worker.combine`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,9 @@ from nightfold.worker import cells as partial_cells
 from nightfold.worker import combine
 from nightfold.worker.checkpoint import ChunkIO, Lease, SegmentedMap
 from nightfold.worker.reconcile import owned_by, reconcile
+from nightfold.worker.spill import GroupMerge
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -132,26 +136,32 @@ def counts(committed: set[SegmentRef] | None, prefix_len: int) -> Callable[[byte
 def run_reduce(
     claim: Claim, store: Store, job: Job[Any], lease: Lease, committed: set[SegmentRef] | None
 ) -> Result:
-    merged: dict[str, Any] = {}
+    groups = GroupMerge(job)
     read = 0
     last: bytes | None = None
     skip = len(PARTIAL_FAMILY) + 1
     counted = counts(committed, len(claim.key_range.start))
     # partial rows come in chunk order (zero-padded index), so the fold order is fixed;
     # rows of uncommitted segments (a killed attempt's, a fenced-out writer's) are skipped
-    for key, cells in store.scan(PARTIALS_TABLE, claim.key_range, batch_size=100):
-        if not counted(key):
-            continue
-        try:
-            values = partial_cells.join((column[skip:], v) for column, v in cells.items())
-        except CorruptPartial as exc:
-            raise CorruptPartial(f"partial row {key!r}: {exc}") from None
-        for group in sorted(values):
-            partial = job.decode(values[group])
-            merged[group] = job.merge_into(merged[group], partial) if group in merged else partial
-        read += 1
-        last = key
-        lease.tick(read, key)
+    try:
+        for key, cells in store.scan(PARTIALS_TABLE, claim.key_range, batch_size=100):
+            if not counted(key):
+                continue
+            try:
+                values = partial_cells.join((column[skip:], v) for column, v in cells.items())
+            except CorruptPartial as exc:
+                raise CorruptPartial(f"partial row {key!r}: {exc}") from None
+            for group in sorted(values):
+                groups.add(group, values[group])
+            read += 1
+            last = key
+            lease.tick(read, key)
+    except BaseException:
+        groups.close()
+        raise
+    merged, compacted = groups.finish(beat=lambda: lease.tick(read, last))
+    if groups.spilled:
+        log.info("%s: reduced %s in shards from local disk", claim.label, ", ".join(groups.spilled))
     if combine.has_combine(claim, job):  # one shard of many groups: compacted for combine
         combine.write_shard_results(
             claim,
@@ -160,15 +170,17 @@ def run_reduce(
             merged,
             beat=lambda: lease.tick(read, last),
             fence=lambda: lease.tick(read, last, force=True),
+            compacted=compacted,
         )
         return Result(read, 0)
     if job.sharded:  # a run with no hot group: every group came whole, names suffixed
         merged = shards.whole_groups(merged)
+        compacted = shards.whole_groups(compacted)
     finalize_into_summaries(
         claim,
         store,
         job,
-        merged,
+        {**merged, **compacted},
         beat=lambda: lease.tick(read, last),
         fence=lambda: lease.tick(read, last, force=True),
     )
