@@ -50,6 +50,7 @@ class Settings:
     checkpoint_rows: int = RunParams.checkpoint_rows
     checkpoint_seconds: float = RunParams.checkpoint_seconds
     split_min_rows: int = RunParams.split_min_rows
+    spill_bytes: int = RunParams.spill_bytes
     # processes
     poll_interval: float = 0.25
     master_stale_seconds: float = 30.0

@@ -50,6 +50,11 @@ class RunParams:
     many rows: below that a new chunk costs more than it saves. A billion or more
     turns run-time splits off."""
 
+    spill_bytes: int = 4 << 20
+    """A reduce item of a sharded job reduces a group whose partials pass this many
+    encoded bytes in shards from local disk (``worker/spill.py``), so its memory
+    stays bounded when the plan missed that the group is hot."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

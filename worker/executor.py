@@ -136,7 +136,7 @@ def counts(committed: set[SegmentRef] | None, prefix_len: int) -> Callable[[byte
 def run_reduce(
     claim: Claim, store: Store, job: Job[Any], lease: Lease, committed: set[SegmentRef] | None
 ) -> Result:
-    groups = GroupMerge(job)
+    groups = GroupMerge(job, spill_bytes=claim.run.params.spill_bytes)
     read = 0
     last: bytes | None = None
     skip = len(PARTIAL_FAMILY) + 1

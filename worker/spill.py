@@ -9,7 +9,7 @@ with the group's distinct values (a merchant with 3 million customers: over
 500 MiB). Spark's external maps spill to local disk for the same reason.
 
 So a reduce item of a sharded job counts the encoded bytes of each group's
-partials as they come. A group that passes ``SPILL_BYTES`` is cut into
+partials as they come. A group that passes the run's ``spill_bytes`` is cut into
 ``SPILL_SHARDS`` shards by the job's own ``split`` (each distinct value to the
 shard its stable hash picks), written to one unlinked temporary file per shard,
 and every later partial of it goes the same way. At the end each shard is read
@@ -33,11 +33,13 @@ from typing import IO, Any
 
 from nightfold.common.jobs import shards
 from nightfold.common.jobs.base import Job
+from nightfold.common.params import RunParams
 
-SPILL_BYTES = 4 << 20
+SPILL_BYTES = RunParams.spill_bytes
 """A group spills once its encoded partials in one reduce item pass this many bytes
-(about 300,000 distinct customer ids of merchant_daily, some 20 MiB once decoded);
-a merchant of a uniform day brings tens of kilobytes."""
+(the run's ``spill_bytes``, 4 MiB by default: about 300,000 distinct customer ids of
+merchant_daily, some 20 MiB once decoded; a merchant of a uniform day brings tens of
+kilobytes)."""
 SPILL_SHARDS = 17
 """Shards of a spilled group (each read back alone). A prime: a sub-group the planner
 already sharded holds the values of one residue of the run's ``reduce_buckets``,

@@ -102,6 +102,8 @@ class Rig:
             NIGHTFOLD_CHECKPOINT_ROWS=str(max(20, p.chunk_rows // 3)),
             NIGHTFOLD_SPLIT_MIN_ROWS=str(max(20, p.chunk_rows // 6)),
         )
+        if p.seed % 2:  # half the trials spill their reduce's bigger groups to local disk
+            env["NIGHTFOLD_SPILL_BYTES"] = "2000"
         if p.scenario in SEGMENTS:
             from tests.support.chaos import splits
 
