@@ -52,6 +52,12 @@ from nightfold.worker.spill import GroupMerge
 
 log = logging.getLogger(__name__)
 
+REDUCE_BATCH = 8
+"""Partial rows a reduce item fetches per round trip. A row is one map segment's share
+of the bucket, up to a few MB when a big group is in it (``checkpoint_rows`` rows'
+worth of its distinct values): 100 rows at a time held a hot merchant's whole
+bucket, 90 MB, in one worker while the reduce had barely begun."""
+
 
 @dataclass(frozen=True)
 class Result:
@@ -144,7 +150,7 @@ def run_reduce(
     # partial rows come in chunk order (zero-padded index), so the fold order is fixed;
     # rows of uncommitted segments (a killed attempt's, a fenced-out writer's) are skipped
     try:
-        for key, cells in store.scan(PARTIALS_TABLE, claim.key_range, batch_size=100):
+        for key, cells in store.scan(PARTIALS_TABLE, claim.key_range, batch_size=REDUCE_BATCH):
             if not counted(key):
                 continue
             try:
