@@ -57,6 +57,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             connect_args={"connect_timeout": 10, "charset": "utf8mb4"},
         )
         event.listen(engine, "connect", _note_checkin)
+        event.listen(engine, "connect", _bound_idle_transactions)
         event.listen(engine, "checkin", _note_checkin)
         event.listen(engine, "checkout", _ping_if_idle)
         event.listen(engine, "reset", _reset_if_in_transaction)
@@ -76,6 +77,34 @@ round trips) to catch only a server restart within that instant, which the
 first statement then reports like a restart in the middle of the transaction
 (every caller already rides those out). One idle longer -- a server restart or
 a dropped connection in between is then likely -- is pinged, and replaced if dead."""
+
+IDLE_TRANSACTION_SECONDS = 15
+"""MariaDB ends a connection of ours whose open transaction has waited this long for
+our next statement (``idle_transaction_timeout``), rolling it back.
+
+Why: a process frozen inside a transaction (SIGSTOP, a paused VM, a stalled disk)
+keeps the row locks it took, among them the shared lock its fenced UPDATEs take on
+the run's row (the live-run check), and its TCP connection stays open. The master's
+next UPDATE of that row then waits for it, and every worker's statement queued
+behind the master waits too: the chaos runs saw a whole night stand still for as
+long as one worker was frozen (two split_vs_takeover trials in 400). Our
+transactions never wait for their client longer than a few milliseconds, so 15 s
+only ever ends a stuck one: the frozen worker's claim is then taken over as after a
+kill, and the worker, when it wakes, finds its connection gone and its claim fenced."""
+
+_UNKNOWN_VARIABLE = 1193
+"""A server without ``idle_transaction_timeout`` (MySQL, MariaDB before 10.3)."""
+
+
+def _bound_idle_transactions(dbapi_conn: Any, _record: Any) -> None:
+    try:
+        with dbapi_conn.cursor() as cur:
+            cur.execute(f"SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_SECONDS}")
+    except Exception as exc:
+        if not (exc.args and exc.args[0] == _UNKNOWN_VARIABLE):
+            raise
+        log.debug("this server has no idle_transaction_timeout: stuck transactions stay")
+
 
 _IN_TRANSACTION = 1
 """PyMySQL's ``SERVER_STATUS_IN_TRANS``: the server's own flag, in every reply."""
