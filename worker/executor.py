@@ -142,14 +142,13 @@ def counts(committed: set[SegmentRef] | None, prefix_len: int) -> Callable[[byte
 def run_reduce(
     claim: Claim, store: Store, job: Job[Any], lease: Lease, committed: set[SegmentRef] | None
 ) -> Result:
-    groups = GroupMerge(job, spill_bytes=claim.run.params.spill_bytes)
     read = 0
     last: bytes | None = None
     skip = len(PARTIAL_FAMILY) + 1
     counted = counts(committed, len(claim.key_range.start))
     # partial rows come in chunk order (zero-padded index), so the fold order is fixed;
     # rows of uncommitted segments (a killed attempt's, a fenced-out writer's) are skipped
-    try:
+    with GroupMerge(job, spill_bytes=claim.run.params.spill_bytes) as groups:
         for key, cells in store.scan(PARTIALS_TABLE, claim.key_range, batch_size=REDUCE_BATCH):
             if not counted(key):
                 continue
@@ -162,10 +161,7 @@ def run_reduce(
             read += 1
             last = key
             lease.tick(read, key)
-    except BaseException:
-        groups.close()
-        raise
-    merged, compacted = groups.finish(beat=lambda: lease.tick(read, last))
+        merged, compacted = groups.finish(beat=lambda: lease.tick(read, last))
     if groups.spilled:
         log.info("%s: reduced %s in shards from local disk", claim.label, ", ".join(groups.spilled))
     if combine.has_combine(claim, job):  # one shard of many groups: compacted for combine

@@ -127,8 +127,14 @@ class GroupMerge:
             self.close()
         return self.merged, compacted
 
+    def __enter__(self) -> GroupMerge:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Close (and so delete) the spill files."""
+        """Close (and so delete) the spill files; again does nothing."""
         for files in self._spilled.values():
             for out in files.values():
                 out.close()

@@ -1,8 +1,10 @@
 """Repository functions for chunks: plan, window, publish, claim, heartbeat, complete.
 
-Each transition is one conditional UPDATE through :func:`move`, which first
-checks it against ``CHUNK_TRANSITIONS`` (an illegal move raises
-IllegalTransition); the row count tells whether this actor won. Completion,
+Each transition is one conditional UPDATE, checked first against
+``CHUNK_TRANSITIONS`` (``check_chunk_move``: an illegal move raises
+IllegalTransition): through :func:`move`, or, on the claim and completion path
+every chunk takes, a statement built once that calls the same check; the row count
+tells whether this actor won. Completion,
 heartbeat, failure and release carry ``owner`` and ``attempt`` (fencing): a
 worker whose lease was taken over changes nothing.
 """
