@@ -24,7 +24,11 @@ from tests.support.pipeline import Cluster, chunk_counts, run_state, wait_for
 from tests.support.prometheus import prometheus
 from tests.support.scrape import free_port, serving
 
-JOB = "merchant_daily"
+# merchant_daily whose map lasts (0.4 s a scan batch of 1,000 rows: 2 s a chunk), so each
+# worker is scraped at its primed zeros before its first chunk ends: a worker that ended
+# its chunks before Prometheus first saw it shows no increase, and histogram_quantile of
+# no increase is NaN (the whole night could fit between two 1 s scrapes, and did in CI).
+JOB = "slow_daily"
 DASHBOARD = promql.DASHBOARDS / "nightfold.json"
 
 
@@ -49,11 +53,15 @@ def test_live_prometheus_evaluates_rules_and_dashboard(
             NIGHTFOLD_CHUNK_ROWS="5000",
             NIGHTFOLD_PUSH_INTERVAL_SECONDS="1",
             NIGHTFOLD_DEADLINE="07:00",  # due 2026-11-23 07:00 UTC: long past
+            NIGHTFOLD_JOB_MODULES="tests.support.jobs",
+            NIGHTFOLD_SCAN_BATCH="1000",
+            NIGHTFOLD_TEST_SLOW_BATCH_SECONDS="0.4",
         )
         # Given a master serving and pushing its metrics, waiting for workers
         master = cluster.master(
-            DAY, "--metrics-port", str(mport), "--pushgateway-url", prom.pushgateway_url
-        )
+            DAY, "--job", JOB, "--metrics-port", str(mport),
+            "--pushgateway-url", prom.pushgateway_url,
+        )  # fmt: skip
         wait_for(lambda: run_state(db) == "mapping" and serving(mport), 120, "master metrics")
         prom.wait("the master scraped", 'up{job="nightfold-master"} == 1')
         prom.wait("the master's push", 'nightfold_run_state{job="nightfold_master"} == 1')
