@@ -93,7 +93,7 @@ class ChunkProcessor:
         self.hooks = hooks
         self.hard_stop = hard_stop if hard_stop is not None else threading.Event()
         self.on_claim = on_claim
-        self.batches = ChunkBatches(engine, me)
+        self.batches = ChunkBatches(engine, me, deadline=settings.connect_deadline_seconds)
         """Claims and completions of this process's threads, group-committed."""
 
     def process(

@@ -863,6 +863,30 @@ _OURS_MANY = and_(
 
 _COMPLETED_READ = select(Chunk.id).where(_OURS_MANY, Chunk.state == ChunkState.DONE.value)
 
+_HELD_READ = select(Chunk.id).where(_OURS_MANY, Chunk.state == bindparam("state"))
+
+
+def held(conn: Connection, claims: Sequence[Claim], state: ChunkState) -> set[int]:
+    """The chunks of ``claims`` that are in ``state`` under their claim's own token
+    (owner and attempt): how a transaction whose COMMIT failed learns whether it
+    landed. A claim's token is new with the claim (the attempt counts every claim),
+    so no other transaction can have left a row in that state under it; only the
+    one in doubt, or a later transaction of the same claim."""
+    if not claims:
+        return set()
+    return {
+        int(i)
+        for i in conn.execute(
+            _HELD_READ,
+            {
+                "chunk_ids": sorted(c.chunk_id for c in claims),
+                "tokens": [(c.chunk_id, c.owner, c.attempt) for c in claims],
+                "state": state.value,
+            },
+        ).scalars()
+    }
+
+
 _DONE_DETAIL = (
     literal("rows=")
     + cast(Chunk.rows_read, String)

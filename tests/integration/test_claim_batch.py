@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import threading
 
-from sqlalchemy import Engine, func, select, update
+import pytest
+from sqlalchemy import Engine, RootTransaction, func, select, update
+from sqlalchemy.exc import OperationalError
 
 from nightfold.common.db import chunks as chunk_repo
 from nightfold.common.db import runs as run_repo
@@ -222,3 +224,69 @@ def test_worker_threads_claim_and_complete_each_chunk_once(engine: Engine) -> No
         pass
     else:
         raise AssertionError("a done chunk was completed again")
+
+
+class _CommitBreaks(ChunkBatches):
+    """The next COMMIT loses its connection: after it landed (``landed``, as when
+    MariaDB restarts mid-COMMIT) or before (the transaction rolled back)."""
+
+    def __init__(self, engine: Engine, me: str, landed: bool) -> None:
+        super().__init__(engine, me, deadline=5)
+        self.landed = landed
+        self.breaks = 1
+
+    def commit(self, trans: RootTransaction) -> None:
+        if not self.breaks:
+            trans.commit()
+            return
+        self.breaks -= 1
+        trans.commit() if self.landed else trans.rollback()
+        raise OperationalError("COMMIT", {}, Exception("(2013, 'Lost connection')"))
+
+
+def test_a_claim_whose_commit_landed_before_the_connection_broke_is_kept(engine: Engine) -> None:
+    # Given a queued chunk, and a COMMIT that lands and then loses its connection
+    _run_info, ids = _run(engine, 1, 1)
+    batches = _CommitBreaks(engine, "w1", landed=True)
+    # When the worker claims it
+    claim = batches.claim(ids[0])
+    # Then the claim is read back as landed and kept: no error, no stale hint
+    assert claim is not None and (claim.owner, claim.attempt) == ("w1", 1)
+    assert batches.settled == 1
+    assert _events(engine, "claimed") == [(ids[0], "w1", 1)]
+    # And the chunk completes under it
+    batches.complete(Completion(claim, 3, 0))
+    assert _events(engine, "done") == [(ids[0], "w1", 1)]
+
+
+def test_a_claim_whose_commit_did_not_land_raises_and_is_retried(engine: Engine) -> None:
+    # Given a queued chunk, and a COMMIT that fails before it lands
+    _run_info, ids = _run(engine, 1, 1)
+    batches = _CommitBreaks(engine, "w1", landed=False)
+    # When the worker claims it, the COMMIT's error reaches the thread (which retries)
+    with pytest.raises(OperationalError):
+        batches.claim(ids[0])
+    assert batches.settled == 1 and _events(engine, "claimed") == []
+    # And the retry claims it, at attempt 1: nothing of the failed one remains
+    claim = batches.claim(ids[0])
+    assert claim is not None and claim.attempt == 1
+    assert _events(engine, "claimed") == [(ids[0], "w1", 1)]
+
+
+def test_a_completion_whose_commit_landed_before_the_connection_broke_is_done(
+    engine: Engine,
+) -> None:
+    # Given two claimed chunks, and a COMMIT of their completion that lands, then breaks
+    run, ids = _run(engine, 2, 2)
+    batches = _CommitBreaks(engine, "w1", landed=True)
+    batches.breaks = 0
+    claims = [batches.claim(i) for i in ids]
+    batches.breaks = 1
+    # When both complete in one batch (and alone: the single-completion path)
+    assert claims[0] is not None and claims[1] is not None
+    batches._complete([Completion(claims[0], 2, 0), Completion(claims[1], 3, 0)])
+    # Then they are done, once, with no ChunkLost for a completion that landed
+    assert batches.settled == 1
+    assert _events(engine, "done") == [(i, "w1", 1) for i in ids]
+    with engine.connect() as conn:
+        assert chunk_repo.counts_by_state(conn, run.id, Stage.MAP) == {"done": 2}
