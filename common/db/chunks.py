@@ -814,12 +814,7 @@ def complete_many(conn: Connection, done: Sequence[Completion]) -> set[int]:
     moved = conn.execute(_complete_many(len(ids)), values).rowcount
     won = ids
     if moved != len(ids):
-        won = sorted(
-            int(i)
-            for i in conn.execute(
-                _COMPLETED_READ, {"chunk_ids": ids, "tokens": values["tokens"]}
-            ).scalars()
-        )
+        won = sorted(held(conn, [by_id[i].claim for i in ids], ChunkState.DONE))
     add_chunk_row_events(conn, "done", won, _DONE_DETAIL)
     rejects = [
         {
@@ -861,14 +856,13 @@ _OURS_MANY = and_(
 )
 """Each chunk of ``chunk_ids`` under its own token of ``tokens`` (id, owner, attempt)."""
 
-_COMPLETED_READ = select(Chunk.id).where(_OURS_MANY, Chunk.state == ChunkState.DONE.value)
-
 _HELD_READ = select(Chunk.id).where(_OURS_MANY, Chunk.state == bindparam("state"))
 
 
 def held(conn: Connection, claims: Sequence[Claim], state: ChunkState) -> set[int]:
     """The chunks of ``claims`` that are in ``state`` under their claim's own token
-    (owner and attempt): how a transaction whose COMMIT failed learns whether it
+    (owner and attempt): how :func:`complete_many` tells its lost completions from
+    the ones it made, and how a transaction whose COMMIT failed learns whether it
     landed. A claim's token is new with the claim (the attempt counts every claim),
     so no other transaction can have left a row in that state under it; only the
     one in doubt, or a later transaction of the same claim."""
